@@ -1,0 +1,3 @@
+from coderctl.cli import main
+
+main()

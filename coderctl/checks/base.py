@@ -1,0 +1,111 @@
+"""What a check is and what it returns. Results are plain data; printing them is render.py's job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coderctl.context import App
+
+CATEGORIES: tuple[str, ...] = ("cluster", "secrets", "database", "network", "dns")
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+
+PASSING = frozenset({Status.OK, Status.WARN})
+
+
+@dataclass
+class Outcome:
+    """What a check function returns; the runner adds id, title and timing."""
+
+    status: Status
+    detail: str
+    remediation: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def ok(detail: str, **data: Any) -> Outcome:
+    return Outcome(Status.OK, detail, None, data)
+
+
+def warn(detail: str, remediation: str | None = None, **data: Any) -> Outcome:
+    return Outcome(Status.WARN, detail, remediation, data)
+
+
+def fail(detail: str, remediation: str | None = None, **data: Any) -> Outcome:
+    return Outcome(Status.FAIL, detail, remediation, data)
+
+
+def skip(detail: str, **data: Any) -> Outcome:
+    return Outcome(Status.SKIP, detail, None, data)
+
+
+def error(detail: str, remediation: str | None = None, **data: Any) -> Outcome:
+    return Outcome(Status.ERROR, detail, remediation, data)
+
+
+@dataclass
+class CheckResult:
+    id: str
+    category: str
+    title: str
+    status: Status
+    detail: str
+    remediation: str | None = None
+    duration_s: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "category": self.category,
+            "title": self.title,
+            "status": self.status.value,
+            "detail": self.detail,
+            "remediation": self.remediation,
+            "duration_s": round(self.duration_s, 3),
+            "data": self.data,
+        }
+
+
+CheckFn = Callable[["App"], Outcome]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    category: str
+    title: str
+    fn: CheckFn
+    needs: tuple[str, ...] = ()
+    uses_cluster: bool = True
+    reads: str = ""
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(
+    id: str, category: str, title: str, *, needs: tuple[str, ...] = (), uses_cluster: bool = True, reads: str = ""
+) -> Callable[[CheckFn], CheckFn]:
+    """Register a check function under a stable id."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category}")
+
+    def register(fn: CheckFn) -> CheckFn:
+        if id in REGISTRY:
+            raise ValueError(f"check id {id} registered twice")
+        REGISTRY[id] = Check(id, category, title, fn, needs, uses_cluster, reads or (fn.__doc__ or "").strip())
+        return fn
+
+    return register

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from coderctl.context import App
+
+
+@click.group()
+def config() -> None:
+    """Show or create the configuration."""
+
+
+@config.command()
+@click.option("--discover", is_flag=True, help="also ask the cluster for the values it can tell")
+@click.pass_obj
+def show(app: App, discover: bool) -> int:
+    """Print the effective configuration and where each value came from; secrets are masked."""
+    import time
+    from datetime import datetime, timezone
+
+    from coderctl import render
+    from coderctl.config_file import effective
+
+    started_at, start = datetime.now(timezone.utc), time.monotonic()
+    problems: list[str] = []
+    if discover:
+        problems = _discover(app)
+    rows = effective(app.settings)
+    if app.output == "json":
+        render.print_json(render.envelope(
+            "config show", started_at, time.monotonic() - start, profile=app.settings.profile,
+            config_file=str(app.settings.config_path) if app.settings.config_path else None,
+            values={r["key"]: {"value": r["value"], "source": r["source"]} for r in rows}, problems=problems))
+        return 0
+    where = app.settings.config_path or "none found"
+    click.echo(f"profile: {app.settings.profile}    config file: {where}")
+    width = max(len(r["key"]) for r in rows)
+    for r in rows:
+        value = "(unset)" if r["value"] is None else r["value"]
+        if isinstance(value, list):
+            value = ", ".join(value) or "(none)"
+        click.echo(f"  {r['key']:<{width}}  {value}  [{r['source']}]")
+    for p in problems:
+        click.echo(f"could not discover: {p}", err=True)
+    return 0
+
+
+def _discover(app: App) -> list[str]:
+    from coderctl import discovery
+
+    problems: list[str] = []
+    for key, fn in (("access_url", discovery.access_url), ("wildcard_url", discovery.wildcard_url),
+                    ("database_url", discovery.database_url)):
+        if app.settings.values[key].value:
+            continue
+        try:
+            value = fn(app)
+        except Exception as exc:
+            problems.append(f"{key}: {app.redact(str(exc))}")
+            continue
+        if value:
+            app.settings.set(key, value, "cluster")
+    return problems
+
+
+@config.command()
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="where to write [default: $XDG_CONFIG_HOME/coderctl/config.toml]")
+@click.option("--profile-name", default="default", show_default=True, help="name of the profile to write")
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+def init(path: Path | None, profile_name: str, force: bool) -> None:
+    """Write a commented configuration file with the reference deployment's values."""
+    import os
+
+    from coderctl.config_file import write_template
+
+    if path is None:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        path = base / "coderctl" / "config.toml"
+    write_template(path, profile=profile_name, force=force)
+    click.echo(f"wrote {path}")

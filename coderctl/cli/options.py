@@ -1,0 +1,41 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def network_options(fn: F) -> F:
+    """--access-url, --resolve, --nameserver, --ca-file, --insecure: applied on top of the profile."""
+
+    @click.option("--access-url", metavar="URL", envvar="CODERCTL_ACCESS_URL",
+                  help="Coder access URL [default: discovered from CODER_ACCESS_URL]")
+    @click.option("--resolve", multiple=True, metavar="HOST:PORT:ADDRESS",
+                  help="connect to ADDRESS for HOST:PORT, keeping Host and SNI (like curl); HOST may be *.domain")
+    @click.option("--nameserver", multiple=True, metavar="ADDRESS[:PORT]", help="DNS server to ask (repeatable)")
+    @click.option("--ca-file", type=click.Path(dir_okay=False), metavar="PATH",
+                  help="CA bundle to verify the access URL's certificate")
+    @click.option("--insecure", is_flag=True, default=None, help="do not verify TLS certificates")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, access_url: str | None, resolve: tuple[str, ...], nameserver: tuple[str, ...],
+                ca_file: str | None, insecure: bool | None, **kwargs: Any) -> Any:
+        from coderctl.profile import override
+
+        app = click.get_current_context().find_object(_app_type())
+        override(app.settings, {"access_url": access_url, "resolve": resolve, "nameserver": nameserver,
+                                "ca_file": ca_file, "insecure": insecure})
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _app_type() -> type:
+    from coderctl.context import App
+
+    return App

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import click
+
+from coderctl.cli.options import network_options
+from coderctl.context import App
+
+
+@click.command()
+@click.option("--only", multiple=True, metavar="CATEGORY",
+              help="run only this category: cluster, secrets, database, network, dns (repeatable)")
+@click.option("--skip", multiple=True, metavar="ID", help="leave out this check (repeatable)")
+@click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
+@click.option("--list", "list_only", is_flag=True, help="list the checks and exit")
+@click.option("--deadline", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="overall time limit for all checks [default: 6 x --timeout]")
+@network_options
+@click.pass_obj
+def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool, list_only: bool,
+           deadline: float | None) -> int:
+    """Run every read-only check concurrently and report; exit 0 when nothing failed, else 1."""
+    import time
+    from datetime import datetime, timezone
+
+    from coderctl import render
+    from coderctl.checks.base import Status
+    from coderctl.checks.registry import select
+    from coderctl.checks.runner import run_checks
+
+    checks = select(only, skip)
+    if list_only:
+        if app.output == "json":
+            render.print_json({"checks": [{"id": c.id, "category": c.category, "title": c.title} for c in checks]})
+        else:
+            for c in checks:
+                click.echo(f"{c.id:<24} {c.category:<9} {c.title}")
+        return 0
+    if any(c.uses_cluster for c in checks):
+        app.kube()  # a missing or invalid kubeconfig is a usage error (exit 2), not a failed check
+    started_at, start = datetime.now(timezone.utc), time.monotonic()
+    results = run_checks(checks, app, check_timeout=2 * app.timeout + 1, deadline=deadline or 6 * app.timeout)
+    duration = time.monotonic() - start
+    if app.output == "json":
+        render.print_json(render.envelope("verify", started_at, duration, summary=render.summary(results),
+                                          checks=[app.redact.deep(r.as_dict()) for r in results]))
+    else:
+        render.print_results("verify", results, duration, color=app.color, verbose=app.verbose)
+    bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict else set())
+    return 1 if any(r.status in bad for r in results) else 0

@@ -1,0 +1,164 @@
+"""`exec` in a pod over the Kubernetes WebSocket channel protocol, streaming with constant memory.
+
+The official client's `stream()` decodes output as text, keeps all of it in memory and stops after its
+request timeout (REFERENCE.md), which is wrong for a database dump. This speaks the protocol directly
+with `websockets`, reusing the client's host, TLS and credentials: every binary message starts with a
+channel byte (0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize); the command's exit status arrives
+as a `Status` object on channel 3. `v5.channel.k8s.io` adds a close frame `[255, channel]` so the
+command can see the end of its stdin.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from coderctl.clients.kube import PODS, KubeClient, KubeError, KubeUnreachable, _api_error
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDERR_LIMIT = 64 * 1024
+
+
+class ExecStreamBroken(KubeError):
+    """The connection ended before the exit status arrived: the output may be incomplete."""
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    message: str
+    stderr: bytes
+    stdout_bytes: int
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def ssl_context_for(kube: KubeClient) -> ssl.SSLContext | None:
+    cfg = kube.configuration
+    if not kube.host.startswith("https"):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+    if cfg.ca_cert_data:
+        ctx.load_verify_locations(cadata=cfg.ca_cert_data)
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    if not cfg.verify_ssl:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def parse_status(raw: bytes) -> tuple[int, str, dict[str, Any]]:
+    """Exit code and message from the channel-3 Status object."""
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return -1, raw.decode("utf-8", "replace")[:500], {}
+    if status.get("status") == "Success":
+        return 0, "", status
+    message = str(status.get("message") or "command failed")
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message")), message, status
+            except (TypeError, ValueError):
+                break
+    return -1, message, status
+
+
+def exec_stream(
+    kube: KubeClient,
+    namespace: str,
+    pod: str,
+    command: list[str],
+    *,
+    container: str | None = None,
+    stdout: Callable[[bytes], object],
+    stdin: Iterable[bytes] | None = None,
+    idle_timeout: float | None = None,
+    on_open: Callable[["ClientConnection"], None] | None = None,
+) -> ExecResult:
+    """Run `command` in the pod; hand stdout to `stdout` chunk by chunk as it arrives.
+
+    `idle_timeout` bounds the wait for each message (None: wait as long as output keeps coming).
+    Raises ExecStreamBroken when the connection ends without an exit status.
+    """
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.sync.client import connect
+
+    query: list[tuple[str, str]] = [("command", part) for part in command]
+    query += [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin is not None else "false")]
+    if container:
+        query.append(("container", container))
+    url = kube.host.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    url += PODS.path(namespace, pod, "exec") + "?" + urlencode(query)
+    headers: dict[str, str] = {}
+    kube._authorize(headers)
+    try:
+        ws = connect(
+            url, ssl=ssl_context_for(kube), additional_headers=headers, subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
+            open_timeout=kube.timeout, close_timeout=1, max_size=None, compression=None,
+            server_hostname=kube.configuration.tls_server_name or None,
+            user_agent_header="coderctl", proxy=kube.configuration.proxy or None,
+            ping_interval=20, ping_timeout=60,
+        )
+    except InvalidStatus as exc:
+        response = exc.response
+        raise _api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code, response.body or b"") \
+            from None
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise KubeUnreachable(f"exec in {namespace}/{pod}: cannot open the stream: {exc}") from None
+
+    stderr = bytearray()
+    status_raw = bytearray()
+    count = 0
+    got_status = False
+    with ws:
+        if on_open:
+            on_open(ws)
+        if stdin is not None:
+            for chunk in stdin:
+                if chunk:
+                    ws.send(bytes([STDIN]) + chunk)
+            if ws.subprotocol == "v5.channel.k8s.io":
+                ws.send(bytes([CLOSE, STDIN]))
+        try:
+            while True:
+                message = ws.recv(timeout=idle_timeout)
+                if isinstance(message, str) or not message:
+                    continue
+                channel, data = message[0], message[1:]
+                if channel == STDOUT and data:
+                    count += len(data)
+                    stdout(data)
+                elif channel == STDERR:
+                    room = STDERR_LIMIT - len(stderr)
+                    if room > 0:
+                        stderr += data[:room]
+                elif channel == ERROR:
+                    status_raw += data
+                    got_status = True
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            raise ExecStreamBroken(
+                f"exec in {namespace}/{pod}: no data for {idle_timeout:g}s, gave up"
+            ) from None
+    if not got_status:
+        raise ExecStreamBroken(
+            f"exec in {namespace}/{pod}: the stream ended after {count} bytes without an exit status; "
+            "the output is incomplete"
+        )
+    code, message, status = parse_status(bytes(status_raw))
+    return ExecResult(code, message, bytes(stderr), count, status)
