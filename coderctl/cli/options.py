@@ -30,6 +30,7 @@ def network_options(fn: F) -> F:
         app = click.get_current_context().find_object(_app_type())
         override(app.settings, {"access_url": access_url, "resolve": resolve, "nameserver": nameserver,
                                 "ca_file": ca_file, "insecure": insecure})
+        validate_network(app.settings)
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -39,3 +40,20 @@ def _app_type() -> type:
     from coderctl.context import App
 
     return App
+
+
+def validate_network(settings: Any) -> None:
+    """Malformed network options are usage errors before anything runs, not failed checks."""
+    from pathlib import Path
+
+    from coderctl.clients.dns import Nameserver
+    from coderctl.clients.http import Resolver, Target
+    from coderctl.errors import UsageError
+
+    Resolver.parse(settings.resolve)
+    for ns in settings.nameserver:
+        Nameserver.parse(ns)
+    if settings.access_url:
+        Target.parse(settings.access_url)
+    if settings.ca_file and not Path(settings.ca_file).is_file():
+        raise UsageError(f"--ca-file {settings.ca_file}: no such file")
