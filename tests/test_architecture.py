@@ -1,0 +1,15 @@
+"""Layers import only downward (import-linter contracts in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from clirun import ROOT
+
+
+def test_import_contracts_are_kept() -> None:
+    lint = Path(sys.executable).parent / "lint-imports"
+    proc = subprocess.run([str(lint)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
