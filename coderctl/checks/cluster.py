@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, check, error, fail, ok, warn
+from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.errors import outcome_for
 from coderctl.clients.kube import PODS, KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
 from coderctl.context import App
 
@@ -13,10 +14,7 @@ LOG_LINES = 5
 
 
 def forbidden(exc: KubeForbidden) -> Outcome:
-    return error(
-        f"the API refused to {exc.verb} {exc.resource}: {exc}",
-        f"grant {exc.verb} on {exc.resource} to this user (docs/rbac.md lists what verify needs)",
-    )
+    return outcome_for(exc)
 
 
 @check("cluster.reachable", "cluster", "Kubernetes API reachable", uses_cluster=True)

@@ -14,16 +14,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from coderctl.checks.base import PASSING, Check, CheckResult, Outcome, Status
-from coderctl.errors import CoderctlError, UsageError
+from coderctl.checks.errors import outcome_for
+from coderctl.errors import UsageError
 
 if TYPE_CHECKING:
     from coderctl.context import App
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, CoderctlError) else first
 
 
 class _Run:
@@ -68,9 +63,9 @@ class _Run:
         except UsageError as exc:
             with self.lock:
                 self.fatal = self.fatal or exc
-            outcome = Outcome(Status.ERROR, _describe(exc))
+            outcome = outcome_for(exc)
         except Exception as exc:  # a check that raises becomes an error result, never a crash
-            outcome = Outcome(Status.ERROR, _describe(exc))
+            outcome = outcome_for(exc)
         outcome.detail = self.app.redact(outcome.detail)
         if outcome.remediation:
             outcome.remediation = self.app.redact(outcome.remediation)
