@@ -27,6 +27,7 @@ class Field:
     section: str = "names"
     secret: bool = False
     env: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def env_var(self) -> str:
@@ -83,6 +84,11 @@ FIELDS: tuple[Field, ...] = (
     Field("postgres_limits_cpu", "500m", "PostgreSQL CPU limit", section="expect"),
     Field("postgres_limits_memory", "512Mi", "PostgreSQL memory limit", section="expect"),
     Field("restart_warn_threshold", 3, "pod restarts above which coder.pods warns", kind="int", section="expect"),
+    # database access
+    Field("db_via", "exec", "how database checks log in: exec (psql inside the PostgreSQL pod) or direct",
+          section="database", choices=("exec", "direct")),
+    Field("db_address", None, "HOST:PORT for --via direct (e.g. a kubectl port-forward); default the URL's host",
+          section="database"),
     # network
     Field("resolve", [], "HOST:PORT:ADDRESS overrides, like curl --resolve", kind="list", section="network"),
     Field("nameserver", ["1.1.1.1", "8.8.8.8"], "DNS servers to ask (ADDRESS[:PORT])", kind="list",
@@ -98,6 +104,7 @@ SECTIONS = {
     "names": "Names of the deployment's objects (the reference deployment's by default)",
     "discovered": "Discovered from the cluster when unset",
     "expect": "Expectations the cluster cannot tell",
+    "database": "Database access",
     "network": "Network",
 }
 
@@ -197,10 +204,14 @@ def coerce(f: Field, raw: Any, origin: str) -> Any:
             raise ValueError
         if not isinstance(raw, str):
             raise ValueError
+        if f.choices and raw not in f.choices:
+            raise ValueError
         return raw
     except ValueError:
         expected = {"float": "a positive number", "int": "a whole number", "bool": "true or false",
                     "list": "a list of strings", "str": "a string"}[f.kind]
+        if f.choices:
+            expected = " or ".join(f.choices)
         raise ConfigError(f"{origin}: {f.name} must be {expected}") from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -147,7 +148,7 @@ def test_json_output_is_one_document_on_stdout(tmp_path: Path) -> None:
 def test_plain_text_when_piped(tmp_path: Path) -> None:
     r = run_cli("--kubeconfig", str(closed_port_kubeconfig(tmp_path)), "verify", "--only", "cluster")
     assert "[fail]" in r.stdout and "-> fix:" in r.stdout and "\x1b[" not in r.stdout
-    assert "0 ok, 0 warn, 1 fail, 2 skip, 0 error" in r.stdout
+    assert re.search(r"^0 ok, 0 warn, 1 fail, \d+ skip, 0 error in ", r.stdout, re.M)
 
 
 def test_verify_list() -> None:
@@ -197,3 +198,13 @@ def test_config_show_masks_the_database_password() -> None:
     r = run_cli("-o", "json", "config", "show", env={"CODERCTL_DATABASE_URL": url})
     assert "Zq9-secret-value" not in r.output
     assert json.loads(r.stdout)["values"]["database_url"]["value"] == "postgresql://coder:***@db:5432/coder"
+
+
+def test_configuration_doc_is_current() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gen_config_doc
+    finally:
+        sys.path.pop(0)
+    current = gen_config_doc.DOC.read_text()
+    assert gen_config_doc.render(current) == current, "docs/configuration.md is stale: python scripts/gen_config_doc.py"

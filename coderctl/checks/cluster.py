@@ -7,6 +7,7 @@ from typing import Any
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, fail, ok, warn
 from coderctl.checks.errors import outcome_for
+from coderctl.checks.kubefacts import conditions, image_tag
 from coderctl.clients.kube import PODS, KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
 from coderctl.context import App
 
@@ -31,17 +32,6 @@ def cluster_reachable(app: App) -> Outcome:
         return forbidden(exc)
     git = version.get("gitVersion", "unknown version")
     return ok(f"Kubernetes {git} at {kube.host}", server=kube.host, version=git)
-
-
-def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
-
-
-def _image_tag(image: str) -> str:
-    name = image.rsplit("/", 1)[-1]
-    if "@" in name:
-        return name.split("@", 1)[1]
-    return name.split(":", 1)[1] if ":" in name else "latest"
 
 
 def _same_version(tag: str, expected: str) -> bool:
@@ -73,7 +63,7 @@ def coder_deployment(app: App) -> Outcome:
         return fail(f"Deployment {name} is scaled to 0 replicas: Coder is down",
                     f"kubectl -n {app.namespace} scale deployment/{name} --replicas=1 (or resume the HelmRelease "
                     "if Flux manages the replica count)", **data)
-    progressing = _conditions(dep).get("Progressing", {})
+    progressing = conditions(dep).get("Progressing", {})
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return fail(f"rollout of {name} is stuck (ProgressDeadlineExceeded): {progressing.get('message', '')}",
                     f"look at the new pods: kubectl -n {app.namespace} describe pods -l "
@@ -83,7 +73,7 @@ def coder_deployment(app: App) -> Outcome:
         return fail(f"{available} of {desired} replicas available",
                     "coder.pods says why the pods are not ready", **data)
     expected = str(app.settings.expected_coder_version or "")
-    tag = _image_tag(image) if image else ""
+    tag = image_tag(image) if image else ""
     if expected and tag and not _same_version(tag, expected):
         return warn(f"{available}/{desired} available, but the image is {image}, expected {expected}",
                     "set expected_coder_version in the profile if the upgrade was intended", **data)

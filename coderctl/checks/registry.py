@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coderctl.checks import cluster, network  # noqa: F401  (registration side effect)
+# The import order is the display order within a category.
+from coderctl.checks import cluster, coder, postgres, services, ingress, flux  # noqa: F401, I001
+from coderctl.checks import secrets, database, network  # noqa: F401, I001
 from coderctl.checks.base import CATEGORIES, REGISTRY, Check
 from coderctl.errors import UsageError
 

@@ -14,10 +14,14 @@ from coderctl.context import App
 @click.option("--list", "list_only", is_flag=True, help="list the checks and exit")
 @click.option("--deadline", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="overall time limit for all checks [default: 6 x --timeout]")
+@click.option("--via", type=click.Choice(["exec", "direct"]), default=None,
+              help="database login through psql in the PostgreSQL pod (default) or directly")
+@click.option("--db-address", metavar="HOST:PORT", default=None,
+              help="with --via direct: where to connect (e.g. a kubectl port-forward) [default: the URL's host]")
 @network_options
 @click.pass_obj
 def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool, list_only: bool,
-           deadline: float | None) -> int:
+           deadline: float | None, via: str | None, db_address: str | None) -> int:
     """Run every read-only check concurrently and report; exit 0 when nothing failed, else 1."""
     import time
     from datetime import datetime, timezone
@@ -27,6 +31,9 @@ def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool,
     from coderctl.checks.registry import select
     from coderctl.checks.runner import run_checks
 
+    from coderctl.profile import override
+
+    override(app.settings, {"db_via": via, "db_address": db_address})
     checks = select(only, skip)
     if list_only:
         if app.output == "json":

@@ -1,0 +1,56 @@
+"""verify end to end against the lab: the healthy deployment, and each broken one failing its check."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from clirun import run_cli
+from lab.deployment import Lab
+
+
+def verify(lab: Lab, *more: str) -> tuple[int, dict[str, Any], str]:
+    r = run_cli(*lab.verify(*more))
+    lab.assert_no_secrets(r.stdout, r.stderr)
+    assert r.stderr == "" or "Traceback" not in r.stderr
+    return r.code, json.loads(r.stdout), r.stderr
+
+
+def by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in doc["checks"]}
+
+
+FOUNDATION = ("cluster.reachable", "coder.deployment", "coder.pods", "http.healthz")
+
+
+def test_healthy_lab_foundation_checks_ok(lab: Lab) -> None:
+    code, doc, _ = verify(lab, *[a for cid in FOUNDATION for a in ()])
+    checks = by_id(doc)
+    for cid in FOUNDATION:
+        assert checks[cid]["status"] == "ok", (cid, checks[cid]["detail"])
+
+
+def test_healthy_lab_has_no_fail_and_no_error(lab: Lab) -> None:
+    code, doc, _ = verify(lab)
+    bad = {c["id"]: c["detail"] for c in doc["checks"] if c["status"] in ("fail", "error")}
+    assert bad == {}
+    assert code == 0
+
+
+def test_crashloop_oomkilled(lab: Lab) -> None:
+    lab.scenario("coder-crashloop-oom")
+    code, doc, _ = verify(lab)
+    pods = by_id(doc)["coder.pods"]
+    assert code == 1
+    assert pods["status"] == "fail"
+    assert "CrashLoopBackOff" in pods["detail"] and "OOMKilled" in pods["detail"]
+    assert "memory" in pods["remediation"]
+
+
+def test_scaled_to_zero(lab: Lab) -> None:
+    lab.scenario("coder-scaled-zero")
+    code, doc, _ = verify(lab)
+    dep = by_id(doc)["coder.deployment"]
+    assert code == 1 and dep["status"] == "fail" and "scaled to 0" in dep["detail"]
