@@ -18,7 +18,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
      r"\g<scheme>\g<user>:" + MASK + "@"),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\g<1>" + MASK),
     (re.compile(r"\bst\.[A-Za-z0-9-]+\.[A-Za-z0-9]+\.[A-Za-z0-9]+"), "st." + MASK),
-    (re.compile(r"(?i)\b([a-z0-9_-]*(?:password|passwd|pwd|secret|token))(\s*[=:]\s*)(?!\*\*\*)(\"[^\"]*\"|'[^']*'|\S+)"),
+    (re.compile(r"(?i)\b([a-z0-9_-]*(?:password|passwd|pwd|secret|token))(=|\"\s*:\s*)(?![*<$])(\"[^\"]*\"|'[^']*'|[^\s&\"]+)"),
      r"\g<1>\g<2>" + MASK),
 )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 
 import pytest
 
@@ -12,10 +14,7 @@ from lab.nginx import lab_ingress_cert, lab_nginx, make_nginx  # noqa: F401
 from lab.postgres import lab_postgres  # noqa: F401
 from lab.tls import lab_ca  # noqa: F401
 
-try:  # TEMPORARY while the fake API is being written
-    from lab.deployment import lab, lab_ingress  # noqa: F401
-except ImportError:
-    pass
+from lab.deployment import lab, lab_ingress  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +28,23 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.chdir(home)
+
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _lab_only_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Name lookups would reach the system resolver (which pytest-socket does not guard): only addresses and
+    localhost may be resolved in tests; every other name must come from --resolve or a lab nameserver."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name not in (None, "localhost"):
+        try:
+            ipaddress.ip_address(str(name).split("%")[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, f"test guard: no system DNS lookups ({name!r})") from None
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", _lab_only_getaddrinfo)

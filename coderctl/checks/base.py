@@ -34,6 +34,10 @@ class Outcome:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+class SkipCheck(Exception):
+    """Raised inside a check when what it reads is missing for a reason another check reports."""
+
+
 def ok(detail: str, **data: Any) -> Outcome:
     return Outcome(Status.OK, detail, None, data)
 
@@ -90,22 +94,29 @@ class Check:
     needs: tuple[str, ...] = ()
     uses_cluster: bool = True
     reads: str = ""
+    modules: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Check] = {}
 
 
 def check(
-    id: str, category: str, title: str, *, needs: tuple[str, ...] = (), uses_cluster: bool = True, reads: str = ""
+    id: str, category: str, title: str, *, needs: tuple[str, ...] = (), uses_cluster: bool = True, reads: str = "",
+    modules: tuple[str, ...] = (),
 ) -> Callable[[CheckFn], CheckFn]:
-    """Register a check function under a stable id."""
+    """Register a check function under a stable id.
+
+    `modules` are heavy libraries the check imports: the runner imports them once before the checks start,
+    so an import neither serialises concurrent checks behind the import lock nor counts against a timeout.
+    """
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category}")
 
     def register(fn: CheckFn) -> CheckFn:
         if id in REGISTRY:
             raise ValueError(f"check id {id} registered twice")
-        REGISTRY[id] = Check(id, category, title, fn, needs, uses_cluster, reads or (fn.__doc__ or "").strip())
+        REGISTRY[id] = Check(id, category, title, fn, needs, uses_cluster, reads or (fn.__doc__ or "").strip(),
+                             modules)
         return fn
 
     return register

@@ -6,19 +6,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.base import Outcome, SkipCheck, check, fail, ok, warn
 from coderctl.checks.kubefacts import host_matches, quantity
-from coderctl.clients.kube import INGRESSES
+from coderctl.clients.kube import INGRESSES, KubeNotFound
 from coderctl.context import App
 
 
+def _deployment(app: App) -> dict[str, Any]:
+    try:
+        return discovery.coder_deployment(app)
+    except KubeNotFound:
+        raise SkipCheck(f"no Deployment {app.settings.coder_deployment} (coder.deployment)") from None
+
+
 def _pod_spec(app: App) -> dict[str, Any]:
-    dep = discovery.coder_deployment(app)
+    dep = _deployment(app)
     return dict(((dep.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
 @check("coder.security-context", "cluster", "Coder runs as non-root without privilege escalation",
-       needs=("coder.deployment",))
+       needs=("cluster.reachable",))
 def security_context(app: App) -> Outcome:
     """The Coder container's (and pod's) securityContext: runAsNonRoot, allowPrivilegeEscalation,
     readOnlyRootFilesystem, as the deployment's README claims."""
@@ -50,7 +57,7 @@ def security_context(app: App) -> Outcome:
     return ok("non-root, no privilege escalation, read-only root filesystem", **data)
 
 
-@check("coder.resources", "cluster", "Coder requests and limits as expected", needs=("coder.deployment",))
+@check("coder.resources", "cluster", "Coder requests and limits as expected", needs=("cluster.reachable",))
 def resources(app: App) -> Outcome:
     """Requests and limits of the Coder container against expected_coder_{requests,limits}_{cpu,memory}."""
     s = app.settings
@@ -86,11 +93,12 @@ def _ingress_hosts(app: App) -> list[tuple[str, str]]:
     return hosts
 
 
-@check("coder.env", "cluster", "Coder's URLs and database URL are configured", needs=("coder.deployment",))
+@check("coder.env", "cluster", "Coder's URLs and database URL are configured", needs=("cluster.reachable",))
 def coder_env(app: App) -> Outcome:
     """CODER_ACCESS_URL (https, served by an Ingress), CODER_WILDCARD_ACCESS_URL (set, covered by the
     wildcard Ingress), CODER_PG_CONNECTION_URL (from the managed Secret's database-url key)."""
     s = app.settings
+    _deployment(app)
     env = discovery.coder_env(app)
     hosts = _ingress_hosts(app)
     failures: list[str] = []

@@ -23,7 +23,11 @@ def _with_sslmode_disable(url: str) -> str:
     return str(mask_url(urlunsplit(parts._replace(query=query))))
 
 
-@check("database.url", "database", "Database URL's sslmode agrees with the server", needs=("secret.database",))
+EXEC_MODULES = ("websockets.sync.client",)
+
+
+@check("database.url", "database", "Database URL's sslmode agrees with the server", needs=("secret.database",),
+       modules=EXEC_MODULES)
 def database_url(app: App) -> Outcome:
     """sslmode of the URL (Coder's lib/pq defaults to require) against the server's ssl setting, read by
     logging in, or else from the Bitnami StatefulSet's POSTGRESQL_ENABLE_TLS."""
@@ -68,7 +72,8 @@ def _explain(error: str, url: DatabaseURL) -> str:
     return "look at the PostgreSQL pod's log: kubectl -n coder logs coder-coder-postgresql-0"
 
 
-@check("database.connect", "database", "Coder's database credentials log in", needs=("secret.database",))
+@check("database.connect", "database", "Coder's database credentials log in", needs=("secret.database",),
+       modules=EXEC_MODULES)
 def database_connect(app: App) -> Outcome:
     """A login with the URL's user, password and database: by exec of psql in the PostgreSQL pod (default), or
     directly (--via direct, --db-address HOST:PORT)."""

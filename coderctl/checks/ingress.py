@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.base import Outcome, SkipCheck, check, fail, ok, warn
 from coderctl.checks.kubefacts import host_matches, image_tag, version_tuple
 from coderctl.clients.kube import CONFIGMAPS, DEPLOYMENTS, INGRESSES, SERVICES, KubeNotFound
 from coderctl.context import App
@@ -71,14 +71,22 @@ def _check_route(app: App, ingress_name: str, host: str, what: str) -> Outcome:
     return ok(f"{host} -> Service {s.coder_service} via Ingress {ingress_name} (class nginx)", **data)
 
 
+def _discovered(fn: Any, app: App) -> str | None:
+    try:
+        return fn(app)  # type: ignore[no-any-return]
+    except KubeNotFound:
+        raise SkipCheck(f"no Deployment {app.settings.coder_deployment} to read the URL from (coder.deployment)") \
+            from None
+
+
 def _access_host(app: App) -> str | None:
     from urllib.parse import urlsplit
 
-    url = discovery.access_url(app)
+    url = _discovered(discovery.access_url, app)
     return urlsplit(url).hostname if url else None
 
 
-@check("ingress.access", "cluster", "Ingress routes the access host to Coder", needs=("coder.deployment",))
+@check("ingress.access", "cluster", "Ingress routes the access host to Coder", needs=("cluster.reachable",))
 def ingress_access(app: App) -> Outcome:
     """The access Ingress: a rule for the access URL's host to the Coder Service's port, class nginx."""
     host = _access_host(app)
@@ -87,10 +95,10 @@ def ingress_access(app: App) -> Outcome:
     return _check_route(app, app.settings.access_ingress, host, "the access host")
 
 
-@check("ingress.wildcard", "cluster", "Ingress routes the wildcard domain to Coder", needs=("coder.deployment",))
+@check("ingress.wildcard", "cluster", "Ingress routes the wildcard domain to Coder", needs=("cluster.reachable",))
 def ingress_wildcard(app: App) -> Outcome:
     """The wildcard Ingress: a rule for a name under CODER_WILDCARD_ACCESS_URL to the Coder Service."""
-    wildcard = discovery.wildcard_url(app)
+    wildcard = _discovered(discovery.wildcard_url, app)
     if not wildcard:
         return fail("CODER_WILDCARD_ACCESS_URL is not set, so workspace apps on subdomains cannot work",
                     "set it (e.g. *.xuperson.org) and add a wildcard Ingress")

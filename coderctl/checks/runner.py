@@ -1,13 +1,16 @@
 """Run checks concurrently under one deadline.
 
-Each check runs in its own daemon thread: checks are I/O bound, a hung one cannot be interrupted, and a
-daemon thread left behind by the deadline does not keep the process alive. A check waits for the checks
-it needs; when one of them did not pass, it is skipped with the reason instead of failing again for the
-same cause.
+Every check starts at once, each in its own daemon thread: checks are I/O bound, a hung one cannot be
+interrupted, and a daemon thread left behind by the deadline does not keep the process alive. A check
+that needs others still starts at once (checks only read, so running one early is harmless), but its
+result is published only when what it needs passed; when a need did not pass, the check is reported as
+skipped with the reason, at that moment, without waiting for it. So dependencies cost no wall time and
+one cause is reported once.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,37 +30,14 @@ class _Run:
         self.app = app
         self.check_timeout = check_timeout
         self.deadline = deadline
+        self.started = time.monotonic()
+        self.finished: dict[str, tuple[Outcome, float]] = {}
         self.results: dict[str, CheckResult] = {}
-        self.started: dict[str, float] = {}
-        self.done = {c.id: threading.Event() for c in checks}
         self.lock = threading.Condition()
         self.fatal: BaseException | None = None
 
-    def record(self, check: Check, outcome: Outcome, duration: float) -> None:
-        with self.lock:
-            if check.id in self.results:
-                return
-            self.results[check.id] = CheckResult(
-                id=check.id, category=check.category, title=check.title, status=outcome.status,
-                detail=outcome.detail, remediation=outcome.remediation, duration_s=duration, data=outcome.data,
-            )
-            self.done[check.id].set()
-            self.lock.notify_all()
-
     def worker(self, check: Check) -> None:
-        for need in check.needs:
-            if need not in self.done:
-                continue
-            self.done[need].wait(max(0.0, self.deadline - time.monotonic()))
-            with self.lock:
-                dep = self.results.get(need)
-            if dep is None or dep.status not in PASSING:
-                why = "did not finish" if dep is None else dep.status.value
-                self.record(check, Outcome(Status.SKIP, f"skipped: {need} {why}"), 0.0)
-                return
         start = time.monotonic()
-        with self.lock:
-            self.started[check.id] = start
         try:
             outcome = check.fn(self.app)
         except UsageError as exc:
@@ -69,20 +49,47 @@ class _Run:
         outcome.detail = self.app.redact(outcome.detail)
         if outcome.remediation:
             outcome.remediation = self.app.redact(outcome.remediation)
-        self.record(check, outcome, time.monotonic() - start)
+        with self.lock:
+            self.finished[check.id] = (outcome, time.monotonic() - start)
+            self.publish()
+            self.lock.notify_all()
+
+    def record(self, check: Check, outcome: Outcome, duration: float) -> None:
+        self.results[check.id] = CheckResult(
+            id=check.id, category=check.category, title=check.title, status=outcome.status,
+            detail=outcome.detail, remediation=outcome.remediation, duration_s=duration, data=outcome.data,
+        )
+
+    def publish(self) -> None:
+        """Publish every result whose needs are settled, until nothing changes (skips cascade)."""
+        changed = True
+        while changed:
+            changed = False
+            for cid, check in self.checks.items():
+                if cid in self.results:
+                    continue
+                needs = [n for n in check.needs if n in self.checks]
+                failed = [n for n in needs if n in self.results and self.results[n].status not in PASSING]
+                if failed:
+                    self.record(check, Outcome(Status.SKIP, f"skipped: {failed[0]} "
+                                                            f"{self.results[failed[0]].status.value}"), 0.0)
+                    changed = True
+                elif all(n in self.results for n in needs) and cid in self.finished:
+                    self.record(check, *self.finished[cid])
+                    changed = True
 
     def expire(self, now: float) -> None:
-        """Turn checks past their own timeout, or everything past the deadline, into errors."""
+        """Checks past their own timeout, or everything past the deadline, become errors."""
         for cid, check in self.checks.items():
-            if cid in self.results:
+            if cid in self.results or cid in self.finished:
                 continue
-            began = self.started.get(cid)
             if now >= self.deadline:
-                self.record(check, Outcome(Status.ERROR, "did not finish before the overall deadline"),
-                            now - began if began else 0.0)
-            elif began is not None and now - began >= self.check_timeout:
-                self.record(check, Outcome(Status.ERROR, f"timed out after {self.check_timeout:g}s"),
-                            now - began)
+                self.finished[cid] = (Outcome(Status.ERROR, "did not finish before the overall deadline"),
+                                      now - self.started)
+            elif now - self.started >= self.check_timeout:
+                self.finished[cid] = (Outcome(Status.ERROR, f"timed out after {self.check_timeout:g}s"),
+                                      now - self.started)
+        self.publish()
 
 
 def run_checks(
@@ -95,6 +102,8 @@ def run_checks(
 ) -> list[CheckResult]:
     """Run every check and return one result per check, in the order given."""
     selected = list(checks)
+    for module in sorted({m for c in selected for m in c.modules}):
+        importlib.import_module(module)
     run = _Run(selected, app, check_timeout, time.monotonic() + deadline)
     for check in selected:
         threading.Thread(target=run.worker, args=(check,), name=f"check {check.id}", daemon=True).start()

@@ -124,6 +124,7 @@ class KubeClient:
     def __init__(self, kubeconfig: str | None, context: str | None, timeout: float) -> None:
         self.configuration = _load_configuration(kubeconfig, context)
         self.configuration.retries = False
+        self.configuration.connection_pool_maxsize = 32  # checks run concurrently; keep their connections
         self.timeout = timeout
         self._api: "ApiClient | None" = None
 

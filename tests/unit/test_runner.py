@@ -60,33 +60,38 @@ def test_usage_errors_propagate(app: App) -> None:
         run_checks([make("bad", bad)], app, check_timeout=5, deadline=10)
 
 
-def test_dependents_are_skipped_with_the_reason(app: App) -> None:
-    ran = threading.Event()
+def test_dependents_are_skipped_with_the_reason_without_waiting_for_them(app: App) -> None:
+    release = threading.Event()
 
-    def dependent(app: App) -> Outcome:
-        ran.set()
+    def slow_dependent(app: App) -> Outcome:
+        release.wait(10)
         return ok("ran")
 
-    checks = [make("root", sleeper(0.05, fail("down"))), make("child", dependent, needs=("root",))]
-    root, child = run_checks(checks, app, check_timeout=5, deadline=10)
+    checks = [make("root", sleeper(0.05, fail("down"))), make("child", slow_dependent, needs=("root",)),
+              make("grandchild", sleeper(0), needs=("child",))]
+    start = time.monotonic()
+    root, child, grandchild = run_checks(checks, app, check_timeout=5, deadline=10)
+    release.set()
+    assert time.monotonic() - start < 1.0
     assert root.status is Status.FAIL
-    assert child.status is Status.SKIP and "root" in child.detail and "fail" in child.detail
-    assert not ran.is_set()
+    assert child.status is Status.SKIP and child.detail == "skipped: root fail"
+    assert grandchild.status is Status.SKIP and grandchild.detail == "skipped: child skip"
 
 
-def test_dependents_run_after_a_passing_dependency(app: App) -> None:
-    order: list[str] = []
-
-    def record(name: str, delay: float):  # type: ignore[no-untyped-def]
-        def fn(app: App) -> Outcome:
-            time.sleep(delay)
-            order.append(name)
-            return ok(name)
-        return fn
-
-    checks = [make("child", record("child", 0), needs=("root",)), make("root", record("root", 0.1))]
+def test_dependencies_cost_no_wall_time(app: App) -> None:
+    checks = [make("child", sleeper(0.3), needs=("root",)), make("root", sleeper(0.3)),
+              make("grandchild", sleeper(0.3), needs=("child",))]
+    start = time.monotonic()
     results = run_checks(checks, app, check_timeout=5, deadline=10)
-    assert order == ["root", "child"] and all(r.status is Status.OK for r in results)
+    assert time.monotonic() - start < 0.3 * 1.5
+    assert all(r.status is Status.OK for r in results)
+
+
+def test_a_result_waits_for_its_needs_to_pass(app: App) -> None:
+    published: list[str] = []
+    checks = [make("child", sleeper(0), needs=("root",)), make("root", sleeper(0.2))]
+    run_checks(checks, app, check_timeout=5, deadline=10, on_result=lambda r: published.append(r.id))
+    assert published == ["root", "child"]
 
 
 def test_per_check_timeout_and_overall_deadline(app: App) -> None:

@@ -1,0 +1,188 @@
+"""The whole lab as one deployment: the fake cluster seeded with the reference deployment, the real
+PostgreSQL behind it, the fake Coder behind the real nginx, all on loopback.
+
+`lab` is what integration tests use: it knows the command-line options that point coderctl at the lab
+(never at the built-in defaults, which name the real deployment), and every secret value of the run so
+tests can search all output for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from lab.coder import FakeCoder
+from lab.dns import LabDNS, reference_zones
+from lab.kubeapi import FakeKubeAPI, lab_values, load_manifests
+from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN, LabNginx
+from lab.postgres import LabPostgres
+from lab.tls import LabCA
+
+MANIFESTS = Path(__file__).parent / "manifests" / "reference.yaml"
+REAL_CLUSTER_ENV = "CODERCTL_LAB_KUBECONFIG"
+
+
+@dataclass
+class Ingress:
+    """The fake Coder behind nginx, shared by the tests of a session."""
+
+    coder: FakeCoder
+    nginx: LabNginx
+    ca: LabCA
+    dns: LabDNS
+
+    @property
+    def access_url(self) -> str:
+        return f"https://{ACCESS_HOST}:{self.nginx.port}"
+
+    @property
+    def wildcard_url(self) -> str:
+        return f"*.{WILDCARD_DOMAIN}:{self.nginx.port}"
+
+    def net_args(self) -> list[str]:
+        port = self.nginx.port
+        return ["--resolve", f"{ACCESS_HOST}:{port}:127.0.0.1", "--resolve", f"*.{WILDCARD_DOMAIN}:{port}:127.0.0.1",
+                "--ca-file", str(self.ca.ca_file), "--nameserver", self.dns.nameserver]
+
+
+@dataclass
+class Lab:
+    kube: FakeKubeAPI
+    postgres: LabPostgres
+    ingress: Ingress
+    values: dict[str, str]
+    kubeconfig: Path
+
+    def args(self, *more: str, timeout: float = 3.0) -> list[str]:
+        """Global options pointing at the lab's cluster."""
+        return ["--kubeconfig", str(self.kubeconfig), "--timeout", f"{timeout:g}", *more]
+
+    def net_args(self) -> list[str]:
+        return self.ingress.net_args()
+
+    @property
+    def access_url(self) -> str:
+        return self.ingress.access_url
+
+    def verify(self, *more: str, discover: bool = False) -> list[str]:
+        """`-o json verify` against the lab; the access URL is passed unless `discover` (scenarios may change
+        the Deployment's URL to a name outside the lab, which must never be looked up)."""
+        url = [] if discover else ["--access-url", self.access_url]
+        return [*self.args("-o", "json"), "verify", *self.net_args(), *url, *more]
+
+    def scenario(self, name: str) -> None:
+        self.kube.apply_scenario(name)
+
+    def secret_values(self) -> list[str]:
+        """Every secret of the run, raw and URL-encoded, for leak searches."""
+        raw = [v for k, v in self.values.items() if "PASSWORD" in k or "TOKEN" in k or k == "DATABASE_URL"]
+        raw += [self.postgres.admin_password, self.postgres.user_password]
+        return sorted({form for v in raw for form in (v, quote(v, safe=""))})
+
+    def assert_no_secrets(self, *texts: str) -> None:
+        for text in texts:
+            for secret in self.secret_values():
+                assert secret not in text, "a secret value leaked into the output"
+
+
+@pytest.fixture(scope="session")
+def lab_ingress(lab_ca: LabCA, lab_ingress_cert: tuple[Path, Path], lab_dns: LabDNS) -> Iterator[Ingress]:
+    coder = FakeCoder()
+    coder.start()
+    nginx = LabNginx(coder.port, cert=lab_ingress_cert)
+    nginx.start()
+    try:
+        yield Ingress(coder, nginx, lab_ca, lab_dns)
+    finally:
+        nginx.stop()
+        coder.stop()
+
+
+def lab_database_values(pg: LabPostgres) -> dict[str, str]:
+    url = f"postgresql://coder:{quote(pg.user_password, safe='')}@coder-coder-postgresql:5432/coder?sslmode=disable"
+    return {"POSTGRES_ADMIN_PASSWORD": pg.admin_password, "CODER_USER_PASSWORD": pg.user_password,
+            "DATABASE_URL": url}
+
+
+def start_cluster(pg: LabPostgres, ingress: Ingress, ca: LabCA, workdir: Path) -> Lab:
+    """A started fake cluster seeded with the reference deployment, wired to the database and the ingress."""
+    values = lab_values()
+    values.update(lab_database_values(pg))
+    manifests = load_manifests(MANIFESTS, values)
+    _point_coder_at(manifests, ingress)
+    api = FakeKubeAPI(manifests, tls=ca.ca)
+    api.values = values
+    api.start()
+    try:
+        api.set_exec("coder", "coder-coder-postgresql-0", env=bitnami_pod_env(pg),
+                     path_map={"/opt/bitnami/postgresql/bin/pg_dump": str(pg.bindir / "pg_dump"),
+                               "/opt/bitnami/postgresql/bin/psql": str(pg.bindir / "psql")})
+        kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
+    except BaseException:
+        api.stop()
+        raise
+    return Lab(api, pg, ingress, values, kubeconfig)
+
+
+@pytest.fixture
+def lab(lab_postgres: LabPostgres, lab_ingress: Ingress, lab_ca: LabCA, tmp_path: Path) -> Iterator[Lab]:
+    """A fresh fake cluster per test (scenarios change it), over the session's database and ingress."""
+    if os.environ.get(REAL_CLUSTER_ENV):
+        pytest.skip(f"{REAL_CLUSTER_ENV} is set: the real-cluster suite uses its own fixtures")
+    built = start_cluster(lab_postgres, lab_ingress, lab_ca, tmp_path)
+    try:
+        yield built
+    finally:
+        built.kube.stop()
+
+
+@contextmanager
+def standalone_lab(workdir: Path) -> Iterator[Lab]:
+    """The whole lab outside pytest (benchmarks, demos): everything started here is stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        ca = LabCA(workdir / "ca")
+        pg = stack.enter_context(LabPostgres())
+        coder = FakeCoder()
+        coder.start()
+        stack.callback(coder.stop)
+        nginx = LabNginx(coder.port, cert=ca.issue([ACCESS_HOST, f"*.{WILDCARD_DOMAIN}"], name="ingress"))
+        nginx.start()
+        stack.callback(nginx.stop)
+        dns = stack.enter_context(LabDNS(reference_zones()))
+        built = start_cluster(pg, Ingress(coder, nginx, ca, dns), ca, workdir)
+        stack.callback(built.kube.stop)
+        yield built
+
+
+def bitnami_pod_env(pg: LabPostgres) -> dict[str, str]:
+    """The environment a Bitnami PostgreSQL container has (auth.username=coder, no password files), with
+    PGHOST/PGPORT standing in for the pod-local socket. No PGPASSWORD: a command must bring its credentials."""
+    return {
+        "PATH": f"{pg.bindir}:/usr/local/bin:/usr/bin:/bin",
+        "PGHOST": pg.host, "PGPORT": str(pg.port),
+        "POSTGRES_USER": "coder", "POSTGRES_DATABASE": "coder",
+        "POSTGRES_PASSWORD": pg.user_password, "POSTGRES_POSTGRES_PASSWORD": pg.admin_password,
+        "BITNAMI_APP_NAME": "postgresql", "HOME": "/tmp",
+    }
+
+
+def _point_coder_at(manifests: list[dict[str, Any]], ingress: Ingress) -> None:
+    """The lab's ingress listens on a random port, so the access URLs the seed gives Coder carry it."""
+    urls = {"CODER_ACCESS_URL": ingress.access_url, "CODER_WILDCARD_ACCESS_URL": ingress.wildcard_url}
+    for obj in manifests:
+        if obj.get("kind") not in ("Deployment", "Pod", "ReplicaSet"):
+            continue
+        spec = obj.get("spec") or {}
+        pod_spec = (spec.get("template") or {}).get("spec") or spec
+        for container in pod_spec.get("containers") or []:
+            for entry in container.get("env") or []:
+                if entry.get("name") in urls:
+                    entry["value"] = urls[entry["name"]]
