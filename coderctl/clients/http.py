@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -130,14 +131,21 @@ class HttpClient:
         self.resolver = resolver or Resolver()
         self.ca_file = ca_file
         self.insecure = insecure
+        self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_lock = threading.Lock()
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        ctx.set_alpn_protocols(["http/1.1"])
-        return ctx
+        """One context for every connection: loading the system roots costs tens of milliseconds of CPU,
+        which concurrent checks would otherwise pay once per connection, one after another."""
+        with self._ssl_lock:
+            if self._ssl_context is None:
+                ctx = ssl.create_default_context(cafile=self.ca_file)
+                if self.insecure:
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                ctx.set_alpn_protocols(["http/1.1"])
+                self._ssl_context = ctx
+            return self._ssl_context
 
     def connect(self, target: Target, *, timeout: float | None = None) -> socket.socket:
         """A connected (and for https, TLS-wrapped with SNI = host) socket to the target."""

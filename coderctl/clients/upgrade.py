@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 
 from coderctl.clients.http import HttpClient, Response, Target
 
@@ -93,6 +92,10 @@ class RawStream:
         self._pending = initial
         self.deadline = Deadline(0)
 
+    def take_pending(self) -> bytes:
+        data, self._pending = self._pending, b""
+        return data
+
     def recv(self) -> bytes:
         if self._pending:
             data, self._pending = self._pending, b""
@@ -133,7 +136,8 @@ def upgrade(client: HttpClient, url: str, headers: dict[str, str], *, timeout: f
         peer = sock.getpeername()
         response = Response(
             status=status, reason=reason, headers=head, body=b"", elapsed_s=time.monotonic() - start,
-            peer=f"{peer[0]}:{peer[1]}", tls_version=sock.version() if isinstance(sock, ssl.SSLSocket) else None,
+            peer=f"{peer[0]}:{peer[1]}",
+            tls_version=sock.version() if isinstance(sock, ssl.SSLSocket) else None,
         )
         if status != 101:
             response.body = peek_body(sock, head, rest, deadline)

@@ -164,7 +164,8 @@ def _box(own_private: bytes, peer_public: bytes):  # type: ignore[no-untyped-def
     return Box(PrivateKey(own_private), PublicKey(peer_public))
 
 
-def seal(own_private: bytes, peer_public: bytes, message: dict[str, Any], nonce: bytes | None = None) -> bytes:
+def seal(own_private: bytes, peer_public: bytes, message: dict[str, Any],
+         nonce: bytes | None = None) -> bytes:
     """nonce + NaCl box of `message` as JSON."""
     nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
     if len(nonce) != NONCE_LEN:
@@ -177,7 +178,7 @@ def open_sealed(own_private: bytes, peer_public: bytes, data: bytes) -> dict[str
     from nacl.exceptions import CryptoError
 
     if len(data) < NONCE_LEN:
-        raise TruncatedFrame(f"sealed message of {len(data)} bytes is shorter than its {NONCE_LEN}-byte nonce")
+        raise TruncatedFrame(f"sealed message of {len(data)} bytes is shorter than its nonce")
     try:
         plain = _box(own_private, peer_public).decrypt(data[NONCE_LEN:], data[:NONCE_LEN])
     except CryptoError:
@@ -216,7 +217,8 @@ class FrameReader:
     usable. How long a read may wait is the source's business (a socket timeout, a deadline).
     """
 
-    def __init__(self, recv: Callable[[], bytes], initial: bytes = b"", *, max_len: int = MAX_FRAME_LEN) -> None:
+    def __init__(self, recv: Callable[[], bytes], initial: bytes = b"", *,
+                 max_len: int = MAX_FRAME_LEN) -> None:
         self._recv = recv
         self._buffer = bytearray(initial)
         self.max_len = max_len

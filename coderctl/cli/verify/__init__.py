@@ -23,13 +23,9 @@ from coderctl.context import App
 def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool, list_only: bool,
            deadline: float | None, via: str | None, db_address: str | None) -> int:
     """Run every read-only check concurrently and report; exit 0 when nothing failed, else 1."""
-    import time
-    from datetime import datetime, timezone
-
     from coderctl import render
-    from coderctl.checks.base import Status
     from coderctl.checks.registry import select
-    from coderctl.checks.runner import run_checks
+    from coderctl.cli.checkrun import run_and_report
 
     from coderctl.profile import override
 
@@ -42,15 +38,5 @@ def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool,
             for c in checks:
                 click.echo(f"{c.id:<24} {c.category:<9} {c.title}")
         return 0
-    if any(c.uses_cluster for c in checks):
-        app.kube()  # a missing or invalid kubeconfig is a usage error (exit 2), not a failed check
-    started_at, start = datetime.now(timezone.utc), time.monotonic()
-    results = run_checks(checks, app, check_timeout=2 * app.timeout + 1, deadline=deadline or 6 * app.timeout)
-    duration = time.monotonic() - start
-    if app.output == "json":
-        render.print_json(render.envelope("verify", started_at, duration, summary=render.summary(results),
-                                          checks=[app.redact.deep(r.as_dict()) for r in results]))
-    else:
-        render.print_results("verify", results, duration, color=app.color, verbose=app.verbose)
-    bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict else set())
-    return 1 if any(r.status in bad for r in results) else 0
+    return run_and_report(app, "verify", checks, check_timeout=2 * app.timeout + 1,
+                          deadline=deadline or 6 * app.timeout, strict=strict)

@@ -1,0 +1,299 @@
+"""Name resolution of the access host and the wildcard, and whether resolvers agree on it.
+
+Which servers are asked: every --nameserver (or profile/env `nameserver`), in order; the zone's
+authoritative servers (its NS records, looked up through the first nameserver, asked on that
+nameserver's port: 53 in real life, the lab's random port in tests); and the system resolver only when
+no nameserver was configured at all (the built-in 1.1.1.1 and 8.8.8.8 are in use), so that naming
+servers explicitly means exactly those are asked.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from coderctl.checks import cloudflare
+from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.network import resolve_access_url, sample_host, wildcard_pattern
+from coderctl.clients.dns import Nameserver
+from coderctl.clients.dns_lookup import Asker, Lookup, lookup, zone_of
+from coderctl.clients.http import Target
+from coderctl.context import App
+
+OWNER_MARK = "heritage=external-dns"
+
+LIBS = ("dns.resolver", "dns.rdatatype", "dns.rcode", "dns.exception")  # imported before the checks start
+
+
+def nameservers(app: App) -> list[Asker]:
+    """The configured nameservers, each once, plus the system resolver when none was configured."""
+    seen: list[Asker] = []
+    for text in app.settings.nameserver or []:
+        server = Nameserver.parse(text)
+        if all(a.label != str(server) for a in seen):
+            seen.append(Asker.at(server, app.timeout))
+    if app.settings.source("nameserver") == "default":
+        try:
+            seen.append(Asker.system(app.timeout))
+        except Exception:  # no /etc/resolv.conf: nothing to compare
+            pass
+    return seen
+
+
+def primary(app: App) -> Asker | None:
+    found = nameservers(app)
+    return found[0] if found else None
+
+
+def access_host(app: App) -> str | Outcome:
+    url = resolve_access_url(app)
+    return url if isinstance(url, Outcome) else Target.parse(url).host
+
+
+def cached_lookup(app: App, asker: Asker, name: str, rdtype: str = "A") -> Lookup:
+    return app.cached(f"dns:{asker.label}:{name}:{rdtype}",  # type: ignore[no-any-return]
+                      lambda: lookup(asker, name, rdtype))
+
+
+def first_definite(app: App, name: str, rdtype: str = "A") -> Lookup | None:
+    """The answer of the first configured server that gives one (a timeout or error moves on to the next)."""
+    last = None
+    for asker in nameservers(app):
+        last = cached_lookup(app, asker, name, rdtype)
+        if last.outcome not in ("TIMEOUT", "ERROR", "SERVFAIL", "REFUSED"):
+            return last
+    return last
+
+
+def at_once(app: App, names: list[str]) -> list[Lookup | None]:
+    """`first_definite` A lookups of several names concurrently, so silent servers cost one timeout."""
+    found: list[Lookup | None] = [None] * len(names)
+
+    def one(i: int) -> None:
+        found[i] = first_definite(app, names[i])
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(names))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return found
+
+
+def target_of(result: Lookup) -> str:
+    """Where a name leads: the last name of its CNAME chain, else its addresses."""
+    return result.chain[-1] if len(result.chain) > 1 else ", ".join(result.records)
+
+
+def _failure_fix(result: Lookup) -> str:
+    return {
+        "NXDOMAIN": "the name does not exist: create the record (ExternalDNS creates it from the "
+                    "Ingress host; check its logs and --domain-filter)",
+        "SERVFAIL": "the resolver could not get an answer from the zone's servers (DNSSEC or delegation "
+                    "problem): ask the authoritative servers directly",
+        "REFUSED": "the server does not serve this name and does not recurse: name a recursive resolver",
+        "TIMEOUT": "no answer in time: the server is unreachable or drops queries (firewall, wrong port)",
+    }.get(result.outcome, "check the resolver")
+
+
+def _notes(result: Lookup) -> list[str]:
+    notes = [f"Cloudflare tunnel {t}" for t in (cloudflare.tunnel_id(n) for n in result.chain) if t]
+    if any(cloudflare.is_cloudflare_address(a) for a in result.records):
+        notes.append("Cloudflare addresses (proxied)")
+    return notes
+
+
+@check("dns.access-host", "dns", "The access host resolves", uses_cluster=False, modules=LIBS)
+def dns_access_host(app: App) -> Outcome:
+    """A and AAAA of the access host with the CNAME chain (a `*.cfargotunnel.com` target is the Cloudflare
+    tunnel); NXDOMAIN, SERVFAIL and timeouts named as such."""
+    host = access_host(app)
+    if isinstance(host, Outcome):
+        return host
+    a = first_definite(app, host, "A")
+    if a is None:
+        return fail("no nameserver to ask", "pass --nameserver")
+    if not a.ok:  # no AAAA question: a name that fails for A fails for AAAA too, and a timeout would double
+        return fail(f"{a.describe()} (asked {a.server})", _failure_fix(a), server=a.server, a=a.as_dict())
+    aaaa = first_definite(app, host, "AAAA")
+    data: dict[str, Any] = {"server": a.server, "a": a.as_dict(), "aaaa": aaaa.as_dict() if aaaa else None}
+    addresses = a.records + (aaaa.records if aaaa and aaaa.ok else [])
+    if not addresses:
+        return fail(f"{a.describe()} and no AAAA records either (asked {a.server})",
+                    "the name exists without addresses: point it at the tunnel or the ingress", **data)
+    notes = _notes(a)
+    v6 = f"; AAAA {', '.join(aaaa.records)}" if aaaa and aaaa.ok and aaaa.records else ""
+    return ok(f"{a.describe()}{v6}" + (f" ({'; '.join(notes)})" if notes else "") + f" [asked {a.server}]",
+              tunnel=next(filter(None, map(cloudflare.tunnel_id, a.chain)), None), **data)
+
+
+@check("dns.wildcard", "dns", "Random hosts under the wildcard resolve like the access host",
+       uses_cluster=False, modules=LIBS)
+def dns_wildcard(app: App) -> Outcome:
+    """Two random labels under the wildcard domain resolve, to the same target as the access host."""
+    pattern = wildcard_pattern(app)
+    if isinstance(pattern, Outcome):
+        return pattern
+    host = access_host(app)
+    if isinstance(host, Outcome):
+        return host
+    *samples, access = at_once(app, [sample_host(app, pattern, 0), sample_host(app, pattern, 1), host])
+    if access is None or any(s is None for s in samples):
+        return fail("no nameserver to ask", "pass --nameserver")
+    results: list[Lookup] = [s for s in samples if s is not None]
+    data = {"pattern": pattern, "samples": [s.as_dict() for s in results], "access_host": access.as_dict()}
+    bad = [s for s in results if not s.ok or not s.records and len(s.chain) == 1]
+    if bad:
+        first = bad[0]
+        why = (f"the zone has no {pattern} record" if first.outcome == "NXDOMAIN" else _failure_fix(first))
+        return fail(f"{first.describe()} (asked {first.server}): {why}",
+                    f"create {pattern} (a CNAME to the tunnel, like the access host); ExternalDNS "
+                    "creates it from the coder-workspaces-wildcard Ingress", **data)
+    targets = {target_of(s) for s in results}
+    if access.ok and targets != {target_of(access)}:
+        return warn(f"{pattern} leads to {', '.join(sorted(targets))}, the access host to "
+                    f"{target_of(access)}",
+                    "fine only if that target also routes to Coder; usually both are CNAMEs to the same "
+                    "tunnel or "
+                    "ingress", **data)
+    return ok(f"{results[0].describe()}; a second random label too: same target as {host}", **data)
+
+
+@dataclass
+class _Server:
+    asker: Asker
+    labels: list[str]
+
+
+def _authoritative(app: App, first: Asker, name: str) -> list[_Server]:
+    """The zone's NS servers, asked on the first nameserver's port."""
+    found = zone_of(first, name)
+    if found is None:
+        return []
+    _, ns_names = found
+    port = first.resolver.port
+    servers = []
+    for ns in ns_names:
+        for rdtype in ("A", "AAAA"):
+            for address in cached_lookup(app, first, ns, rdtype).records:
+                server = Nameserver(address, port)
+                servers.append(_Server(Asker.at(server, app.timeout), [f"{ns} ({server}, authoritative)"]))
+    return servers
+
+
+def _all_servers(app: App, name: str) -> list[_Server]:
+    configured = [_Server(a, [a.label]) for a in nameservers(app)]
+    if not configured:
+        return []
+    merged = list(configured)
+    for auth in _authoritative(app, configured[0].asker, name):
+        same = next((s for s in merged if s.asker.label == auth.asker.label), None)
+        if same is not None:
+            same.labels.append("authoritative")
+        else:
+            merged.append(auth)
+    return merged
+
+
+@check("dns.consistency", "dns", "Resolvers and authoritative servers agree", uses_cluster=False,
+       modules=LIBS)
+def dns_consistency(app: App) -> Outcome:
+    """Every --nameserver, the zone's authoritative servers (and the system resolver when no nameserver is
+    configured) give the same first answer for the access host and a wildcard host; each disagreement is
+    shown per server."""
+    host = access_host(app)
+    if isinstance(host, Outcome):
+        return host
+    names = [host]
+    pattern = wildcard_pattern(app)
+    if isinstance(pattern, str):
+        names.append(sample_host(app, pattern))
+    servers = _all_servers(app, host)
+    if not servers:
+        return fail("no nameserver to ask", "pass --nameserver")
+    answers: dict[tuple[int, str], Lookup] = {}
+
+    def ask(i: int, name: str) -> None:
+        answers[(i, name)] = cached_lookup(app, servers[i].asker, name)
+
+    threads = [threading.Thread(target=ask, args=(i, n), daemon=True)
+               for i in range(len(servers)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def shown(r: Lookup) -> str:
+        return r.first_hop if r.ok else r.outcome
+
+    per_server = {per_server_label(s): {n: shown(answers[(i, n)]) for n in names}
+                  for i, s in enumerate(servers)}
+    data = {"servers": per_server}
+    split = [n for n in names if len({shown(answers[(i, n)]) for i in range(len(servers))}) > 1]
+    if split:
+        lines = []
+        for n in split:
+            lines.append(f"{n}:")
+            lines += [f"  {label}: {values[n]}" for label, values in per_server.items()]
+        return warn(f"{len(servers)} servers disagree on {', '.join(split)}\n" + "\n".join(lines),
+                    "a server with an old zone (compare SOA serials; a secondary that stopped "
+                    "transferring), a resolver with a cached old answer (wait for the TTL), or a "
+                    "split-horizon view", **data)
+    if len(servers) > 1:
+        who = f"all {len(servers)} servers agree"
+    else:
+        who = f"one server asked ({per_server_label(servers[0])})"
+    return ok(f"{who}: " + "; ".join(f"{n} → {shown(answers[(0, n)])}" for n in names), **data)
+
+
+def per_server_label(server: _Server) -> str:
+    return " / ".join(server.labels)
+
+
+def _ownership_names(result: Lookup) -> list[str]:
+    """Where ExternalDNS's TXT registry keeps ownership of `result.name`: `<type>-<name>` (current format)
+    and `<name>` itself (legacy; impossible next to a CNAME)."""
+    kind = "cname" if result.first_hop.startswith("CNAME ") else "a"
+    first, _, rest = result.name.partition(".")
+    return [f"{kind}-{first}.{rest}", result.name]
+
+
+def _owner(app: App, asker: Asker, result: Lookup) -> str | None:
+    for name in _ownership_names(result):
+        txt = cached_lookup(app, asker, name, "TXT")
+        for record in txt.records if txt.ok else []:
+            if OWNER_MARK in record:
+                return f"{name}: {record}"
+    return None
+
+
+@check("dns.ownership", "dns", "ExternalDNS ownership records are present", uses_cluster=False, modules=LIBS)
+def dns_ownership(app: App) -> Outcome:
+    """The TXT records ExternalDNS's registry writes next to the records it owns, for the access host and
+    the wildcard; without them ExternalDNS does not update (or delete) those records."""
+    host = access_host(app)
+    if isinstance(host, Outcome):
+        return host
+    asker = primary(app)
+    if asker is None:
+        return fail("no nameserver to ask", "pass --nameserver")
+    records = [cached_lookup(app, asker, host)]
+    pattern = wildcard_pattern(app)
+    if isinstance(pattern, str):
+        wildcard = cached_lookup(app, asker, sample_host(app, pattern))
+        records.append(Lookup(wildcard.server, pattern, "A", chain=[pattern], first_hop=wildcard.first_hop))
+    owners = {r.name: _owner(app, asker, r) for r in records if r.first_hop and r.outcome == "NOERROR"}
+    data = {"owners": owners}
+    missing = [name for name, owner in owners.items() if owner is None]
+    if missing:
+        return warn(f"no ExternalDNS ownership TXT record for {', '.join(missing)} (looked for "
+                    f"{', '.join(n for r in records if r.name in missing for n in _ownership_names(r))})",
+                    "the records are not managed by ExternalDNS (it will not update them), or it runs with "
+                    "--txt-prefix/--txt-suffix; if they should be managed, let ExternalDNS adopt them",
+                    **data)
+    if not owners:
+        return warn("nothing resolved to check ownership of (see dns.access-host)", None, **data)
+    return ok("; ".join(f"{n} owned ({o.split('external-dns/resource=')[-1] if o else ''})"
+                        for n, o in owners.items()), **data)
+

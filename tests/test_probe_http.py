@@ -1,0 +1,126 @@
+"""HTTP and TLS checks (`coderctl probe http`, and the network category of verify) against the lab's nginx."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+
+import pytest
+from lab.coder import FakeCoder
+from lab.dns import LabDNS
+from lab.nginx import ACCESS_HOST, LabNginx
+from lab.tls import LabCA
+from probeargs import WILDCARD, by_id, network_args, run_json, statuses
+
+MakeNginx = Callable[..., LabNginx]
+HTTP_CHECKS = ["http.healthz", "http.buildinfo", "http.wildcard", "tls.access-url", "tls.wildcard"]
+
+
+def test_healthy_lab_every_network_check_ok(
+    lab_nginx: LabNginx, lab_ca: LabCA, lab_dns: LabDNS, fake_coder: FakeCoder
+) -> None:
+    r, doc = run_json("verify", "--only", "network", *network_args(lab_nginx, lab_ca, lab_dns))
+    assert r.code == 0, r.output
+    status = statuses(doc)
+    assert {"http.healthz", "http.buildinfo", "tls.access-url", "http.wildcard", "tls.wildcard", "ws.upgrade",
+            "derp.upgrade", "derp.websocket", "derp.latency-check"} <= set(status)
+    not_ok = {cid: s for cid, s in status.items() if s != "ok"}
+    assert not_ok == {"derp.hold": "skip"}  # --hold is off in verify
+    assert fake_coder.errors == []
+
+
+def test_probe_http_envelope(lab_nginx: LabNginx, lab_ca: LabCA, lab_dns: LabDNS) -> None:
+    r, doc = run_json("probe", "http", "--wildcard-url", WILDCARD, *network_args(lab_nginx, lab_ca, lab_dns))
+    assert r.code == 0, r.output
+    assert doc["command"] == "probe http" and set(doc) == {"coderctl", "command", "started_at", "duration_s",
+                                                           "summary", "checks"}
+    assert sorted(statuses(doc)) == sorted(HTTP_CHECKS) and set(statuses(doc).values()) == {"ok"}
+    tls = by_id(doc)["tls.access-url"]["data"]
+    assert tls["tls_version"] in ("TLSv1.2", "TLSv1.3") and tls["days_left"] > 21
+    assert by_id(doc)["http.wildcard"]["data"]["coder_version"] == "v2.25.0+abcdef1"
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("expired", "the certificate expired 1 days ago"),
+    ("wrong-host", "covers other.example.org, not coder.xuperson.org"),
+])
+def test_bad_certificates_fail_the_tls_checks(
+    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, kind: str, needle: str
+) -> None:
+    hosts = ["other.example.org"] if kind == "wrong-host" else [ACCESS_HOST, WILDCARD]
+    cert = lab_ca.issue(hosts, name=f"probe-{kind}", expired=kind == "expired")
+    nginx = make_nginx(fake_coder.port, cert=cert)
+    r, doc = run_json("probe", "http", *network_args(nginx, lab_ca, lab_dns))
+    assert r.code == 1
+    checks = by_id(doc)
+    assert checks["tls.access-url"]["status"] == checks["tls.wildcard"]["status"] == "fail"
+    assert needle in checks["tls.access-url"]["detail"]
+    assert checks["http.healthz"]["status"] == "fail"  # the verified request fails too, naming why
+    assert "TLS certificate verification failed" in checks["http.healthz"]["detail"]
+    r, doc = run_json("probe", "http", "--insecure", *network_args(nginx, lab_ca, lab_dns))
+    assert statuses(doc)["tls.access-url"] == "warn" and statuses(doc)["http.healthz"] == "ok"
+
+
+@pytest.mark.parametrize(("days", "status"), [(10, "warn"), (3, "fail")])
+def test_certificate_expiring_soon(
+    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, days: int, status: str
+) -> None:
+    not_after = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    nginx = make_nginx(fake_coder.port, cert=lab_ca.issue([ACCESS_HOST, WILDCARD], name=f"soon-{days}",
+                                                          not_after=not_after))
+    r, doc = run_json("probe", "http", *network_args(nginx, lab_ca, lab_dns))
+    check = by_id(doc)["tls.access-url"]
+    assert check["status"] == status, check
+    assert re.search(r"the certificate expires in [\d.]+ days", check["detail"])
+    assert days - 1 <= check["data"]["days_left"] <= days
+
+
+def test_no_wildcard_server_fails_http_wildcard(
+    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS
+) -> None:
+    nginx = make_nginx(fake_coder.port, wildcard=False)
+    r, doc = run_json("probe", "http", *network_args(nginx, lab_ca, lab_dns))
+    check = by_id(doc)["http.wildcard"]
+    assert check["status"] == "fail"
+    assert "404 Not Found (Server nginx, body 'default backend - 404')" in check["detail"]
+    assert "coder-workspaces-wildcard" in check["remediation"]
+    assert statuses(doc)["http.healthz"] == "ok" and statuses(doc)["tls.wildcard"] == "ok"
+
+
+def test_unexpected_version_warns(lab_nginx: LabNginx, lab_ca: LabCA) -> None:
+    r, doc = run_json("probe", "http", *network_args(lab_nginx, lab_ca),
+                      env={"CODERCTL_EXPECTED_CODER_VERSION": "v2.24.1"})
+    check = by_id(doc)["http.buildinfo"]
+    assert check["status"] == "warn" and "Coder runs v2.25.0+abcdef1, expected v2.24.1" in check["detail"]
+    assert r.code == 0
+    assert run_json("probe", "http", "--strict", *network_args(lab_nginx, lab_ca),
+                    env={"CODERCTL_EXPECTED_CODER_VERSION": "v2.24.1"})[0].code == 1
+
+
+def test_without_wildcard_url_the_wildcard_checks_skip(lab_nginx: LabNginx, lab_ca: LabCA) -> None:
+    r, doc = run_json("probe", "http", *network_args(lab_nginx, lab_ca), env={"CODERCTL_WILDCARD_URL": ""})
+    assert statuses(doc)["http.wildcard"] == statuses(doc)["tls.wildcard"] == "skip"
+    assert "--wildcard-url" in by_id(doc)["http.wildcard"]["detail"]
+    assert r.code == 0
+
+
+def test_network_and_dns_checks_run_concurrently(
+    lab_nginx: LabNginx, lab_ca: LabCA, lab_dns: LabDNS
+) -> None:
+    """The run takes at most 1.5 x its slowest check. Everything here is on loopback and CPU-bound in one
+    process, so the best of three runs is taken to keep a busy machine from deciding the outcome."""
+    args = ["verify", "--only", "network", "--only", "dns", *network_args(lab_nginx, lab_ca, lab_dns)]
+    run_json(*args)  # warm up: imports, the CA file, nginx's first worker connections
+    ratios = []
+    for _ in range(3):
+        r, doc = run_json(*args)
+        assert r.code == 0, r.output
+        durations = {c["id"]: c["duration_s"] for c in doc["checks"]}
+        slowest = max(durations, key=durations.__getitem__)
+        ratios.append(doc["duration_s"] / durations[slowest])
+        print(f"healthy: run {doc['duration_s']:.3f}s, slowest check {durations[slowest]:.3f}s ({slowest}), "
+              f"sum of checks {sum(durations.values()):.3f}s, ratio {ratios[-1]:.2f}")
+        if ratios[-1] <= 1.5:
+            break
+    assert min(ratios) <= 1.5, ratios
