@@ -1,0 +1,1 @@
+"""Internals of the fake Kubernetes API server; the public face is :mod:`lab.kubeapi`."""
