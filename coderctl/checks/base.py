@@ -106,7 +106,7 @@ def check(
 ) -> Callable[[CheckFn], CheckFn]:
     """Register a check function under a stable id.
 
-    `modules` are heavy libraries the check imports: the runner imports them once before the checks start,
+    `modules` are heavy libraries the check imports: they are imported once before the checks start,
     so an import neither serialises concurrent checks behind the import lock nor counts against a timeout.
     """
     if category not in CATEGORIES:

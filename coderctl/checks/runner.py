@@ -10,7 +10,6 @@ one cause is reported once.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -102,8 +101,6 @@ def run_checks(
 ) -> list[CheckResult]:
     """Run every check and return one result per check, in the order given."""
     selected = list(checks)
-    for module in sorted({m for c in selected for m in c.modules}):
-        importlib.import_module(module)
     run = _Run(selected, app, check_timeout, time.monotonic() + deadline)
     for check in selected:
         threading.Thread(target=run.worker, args=(check,), name=f"check {check.id}", daemon=True).start()

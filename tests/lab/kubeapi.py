@@ -357,6 +357,18 @@ class FakeKubeAPI:
     def allow_all(self) -> None:
         with self._state.lock:
             self._state.forbidden.clear()
+            self._state.grants = None
+
+    def grant_only(self, roles: list[dict[str, Any]]) -> None:
+        """Deny everything but what these Role/ClusterRole manifests allow (like RBAC for one user)."""
+        grants = []
+        for role in roles:
+            if role.get("kind") not in ("Role", "ClusterRole"):
+                continue
+            ns = (role.get("metadata") or {}).get("namespace") if role["kind"] == "Role" else None
+            grants += [(ns, rule) for rule in role.get("rules") or []]
+        with self._state.lock:
+            self._state.grants = grants
 
     @property
     def exec_fault(self) -> dict[str, Any] | None:

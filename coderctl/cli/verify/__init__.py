@@ -26,7 +26,6 @@ def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool,
     from coderctl import render
     from coderctl.checks.registry import select
     from coderctl.cli.checkrun import run_and_report
-
     from coderctl.profile import override
 
     override(app.settings, {"db_via": via, "db_address": db_address})

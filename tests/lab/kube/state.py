@@ -30,6 +30,7 @@ class LabState:
     logs: dict[tuple[str, str, str], PodLogs] = field(default_factory=dict)
     execs: dict[tuple[str, str], ExecConfig] = field(default_factory=dict)
     forbidden: list[tuple[str, str, str | None]] = field(default_factory=list)
+    grants: list[tuple[str | None, dict[str, Any]]] | None = None
     exec_fault: dict[str, Any] | None = None
     exec_log: list[dict[str, Any]] = field(default_factory=list)
     request_log: list[tuple[str, str]] = field(default_factory=list)
@@ -47,10 +48,32 @@ class LabState:
                 return True
         return False
 
+    def granted(self, verb: str, group: str, resource: str, namespace: str | None, name: str | None) -> bool:
+        """With `grants` set (RBAC Role rules per namespace; None = cluster-wide), only what they allow."""
+        with self.lock:
+            grants = self.grants
+        if grants is None:
+            return True
+        for rule_ns, rule in grants:
+            if rule_ns is not None and rule_ns != namespace:
+                continue
+            if not ({"*", group} & set(rule.get("apiGroups") or [])):
+                continue
+            if not ({"*", resource} & set(rule.get("resources") or [])):
+                continue
+            if not ({"*", verb} & set(rule.get("verbs") or [])):
+                continue
+            names = rule.get("resourceNames")
+            if names and name not in names:
+                continue
+            return True
+        return False
+
     def forbidden_error(self, verb: str, res: Resource, subresource: str | None, namespace: str | None,
                         name: str | None) -> ApiError | None:
         resource = f"{res.plural}/{subresource}" if subresource else res.plural
-        if not self.is_forbidden(verb, resource, namespace if res.namespaced else None):
+        if not self.is_forbidden(verb, resource, namespace if res.namespaced else None) and \
+                self.granted(verb, res.group, resource, namespace if res.namespaced else None, name):
             return None
         scope = f'in the namespace "{namespace}"' if res.namespaced and namespace else "at the cluster scope"
         reason = (f'User "{self.user}" cannot {verb} resource "{resource}" in API group "{res.group}" '
