@@ -54,3 +54,22 @@ def test_scaled_to_zero(lab: Lab) -> None:
     code, doc, _ = verify(lab)
     dep = by_id(doc)["coder.deployment"]
     assert code == 1 and dep["status"] == "fail" and "scaled to 0" in dep["detail"]
+
+
+def test_config_show_discovers_from_the_lab_without_showing_secrets(lab: Lab) -> None:
+    r = run_cli(*lab.args("-o", "json"), "config", "show", "--discover")
+    lab.assert_no_secrets(r.stdout, r.stderr)
+    values = json.loads(r.stdout)["values"]
+    assert values["access_url"] == {"value": lab.access_url, "source": "cluster"}
+    assert values["database_url"]["source"] == "cluster"
+    assert values["database_url"]["value"].startswith("postgresql://coder:***@coder-coder-postgresql:5432/coder")
+
+
+def test_text_output_in_every_scenario_keeps_secrets_out(lab: Lab) -> None:
+    from lab.kubeapi import scenario_names
+
+    for name in scenario_names():
+        lab.kube.apply_scenario(name)
+        r = run_cli(*lab.args("-v", "--debug"), "verify", *lab.net_args(), "--access-url", lab.access_url)
+        lab.assert_no_secrets(r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
