@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
 from clirun import ROOT, run_cli
 from lab.deployment import Lab
+
+pytestmark = pytest.mark.fake_only
 
 
 def documented_roles() -> list[dict]:  # type: ignore[type-arg]

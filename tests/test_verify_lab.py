@@ -65,6 +65,7 @@ def test_config_show_discovers_from_the_lab_without_showing_secrets(lab: Lab) ->
     assert values["database_url"]["value"].startswith("postgresql://coder:***@coder-coder-postgresql:5432/coder")
 
 
+@pytest.mark.fake_only
 def test_text_output_in_every_scenario_keeps_secrets_out(lab: Lab) -> None:
     from lab.kubeapi import scenario_names
 

@@ -24,6 +24,7 @@ from lab.dns import LabDNS, reference_zones
 from lab.kubeapi import FakeKubeAPI, lab_values, load_manifests
 from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN, LabNginx
 from lab.postgres import LabPostgres
+from lab.realcluster import KubectlCluster
 from lab.tls import LabCA
 
 MANIFESTS = Path(__file__).parent / "manifests" / "reference.yaml"
@@ -134,9 +135,14 @@ def start_cluster(pg: LabPostgres, ingress: Ingress, ca: LabCA, workdir: Path) -
 
 @pytest.fixture
 def lab(lab_postgres: LabPostgres, lab_ingress: Ingress, lab_ca: LabCA, tmp_path: Path) -> Iterator[Lab]:
-    """A fresh fake cluster per test (scenarios change it), over the session's database and ingress."""
-    if os.environ.get(REAL_CLUSTER_ENV):
-        pytest.skip(f"{REAL_CLUSTER_ENV} is set: the real-cluster suite uses its own fixtures")
+    """A fresh fake cluster per test (scenarios change it), over the session's database and ingress.
+
+    With CODERCTL_LAB_KUBECONFIG set, the cluster is that real one instead (kind, k3s), driven by kubectl
+    (lab/realcluster.py); tests marked `fake_only` are skipped then."""
+    real = os.environ.get(REAL_CLUSTER_ENV)
+    if real:
+        yield Lab(KubectlCluster(Path(real)), lab_postgres, lab_ingress, {}, Path(real))  # type: ignore[arg-type]
+        return
     built = start_cluster(lab_postgres, lab_ingress, lab_ca, tmp_path)
     try:
         yield built
