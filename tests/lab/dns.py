@@ -31,6 +31,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from lab.procguard import die_with_parent
+
 __all__ = [
     "DEFAULT_TUNNEL_ID",
     "LabDNS",
@@ -234,7 +236,7 @@ class LabDNS:
                 with open(self.logfile, "ab") as log:
                     self._log_offset = log.tell()
                     self._proc = subprocess.Popen(
-                        [_binary("knotd"), "-c", str(conf)],
+                        die_with_parent([_binary("knotd"), "-c", str(conf)]),
                         cwd=self.root,
                         stdin=subprocess.DEVNULL,
                         stdout=log,

@@ -30,6 +30,7 @@ from typing import Literal, Self
 import pytest
 
 from lab.coder import FakeCoder
+from lab.procguard import die_with_parent
 from lab.tls import LabCA
 
 Variant = Literal["healthy", "no-upgrade", "websocket-only"]
@@ -265,7 +266,7 @@ http {{
         stderr_path = prefix / "stderr.log"
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
-                [nginx_binary(), "-p", f"{prefix}/", "-c", str(self.conf_path), "-g", "daemon off;"],
+                die_with_parent([nginx_binary(), "-p", f"{prefix}/", "-c", str(self.conf_path), "-g", "daemon off;"]),
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,

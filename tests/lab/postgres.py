@@ -30,6 +30,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lab.procguard import die_with_parent
+
 __all__ = ["LabPostgres", "find_bindir", "lab_postgres", "random_password"]
 
 SCHEMA_FILE = Path(__file__).with_name("coder_schema.sql")
@@ -224,7 +226,7 @@ class LabPostgres:
             (self.datadir / "postgresql.conf").write_text(base_conf + self._settings())
             with open(self.logfile, "ab") as log:
                 self._proc = subprocess.Popen(
-                    [str(self.bindir / "postgres"), "-D", str(self.datadir)],
+                    die_with_parent([str(self.bindir / "postgres"), "-D", str(self.datadir)], "INT"),
                     cwd=self._root(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
