@@ -89,6 +89,8 @@ FIELDS: tuple[Field, ...] = (
           section="database", choices=("exec", "direct")),
     Field("db_address", None, "HOST:PORT for --via direct (e.g. a kubectl port-forward); default the URL's host",
           section="database"),
+    # backups
+    Field("backup_dir", None, "directory of backups [default: $XDG_DATA_HOME/coderctl/backups]", section="backup"),
     # network
     Field("resolve", [], "HOST:PORT:ADDRESS overrides, like curl --resolve", kind="list", section="network"),
     Field("nameserver", ["1.1.1.1", "8.8.8.8"], "DNS servers to ask (ADDRESS[:PORT])", kind="list",
@@ -105,6 +107,7 @@ SECTIONS = {
     "discovered": "Discovered from the cluster when unset",
     "expect": "Expectations the cluster cannot tell",
     "database": "Database access",
+    "backup": "Backups",
     "network": "Network",
 }
 

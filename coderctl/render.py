@@ -84,3 +84,105 @@ def print_results(
     counts = summary(results)
     parts = [f"{counts[s.value]} {s.value}" for s in Status]
     con.print(f"{', '.join(parts)} in {duration_s:.2f}s", markup=False)
+
+
+# -- operations (backup, restore): steps, results, tables, progress ----------------------------------------
+
+STEP_MARKS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "failed": ("✗", "red"), "skipped": ("-", "dim"),
+              "interrupted": ("✗", "red"), "running": ("…", "yellow")}
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600:.0f}h"
+    return f"{seconds // 86400:.0f}d"
+
+
+def print_steps(steps: list[dict[str, Any]], *, color: bool, summary: list[str],
+                stream: IO[str] | None = None) -> None:
+    """An operation in text: one line per step, then a few summary lines."""
+    from rich.markup import escape
+
+    con = console(color=color, stream=stream)
+    fancy = con.is_terminal and color
+    width = max((len(s["name"]) for s in steps), default=8)
+    for s in steps:
+        mark, style = STEP_MARKS.get(s["status"], ("?", "dim"))
+        first, *rest = (s.get("detail") or "").splitlines() or [""]
+        if fancy:
+            con.print(f"  [{style}]{mark}[/{style}] {s['name'].ljust(width)}  {escape(first)}")
+        else:
+            con.print(f"  {('[' + s['status'] + ']').ljust(9)} {s['name'].ljust(width)}  {first}", markup=False)
+        for line in rest:
+            con.print(f"      {line}", markup=False)
+    for line in summary:
+        con.print(line, markup=False)
+
+
+def print_table(headers: list[str], rows: list[list[str]], *, color: bool, stream: IO[str] | None = None,
+                empty: str = "nothing to show") -> None:
+    con = console(color=color, stream=stream)
+    if not rows:
+        con.print(empty, markup=False)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    con.print(f"[bold]{line}[/bold]" if con.is_terminal and color else line, markup=con.is_terminal and color)
+    for r in rows:
+        con.print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), markup=False)
+
+
+class TransferProgress:
+    """Bytes, rate and elapsed time on stderr while a transfer runs; only on a terminal, never in JSON mode.
+
+    `update(done)` is cheap enough to call for every chunk and safe from any thread.
+    """
+
+    def __init__(self, label: str, total: int | None = None, *, enabled: bool) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        if not (enabled and sys.stderr.isatty()):
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TransferSpeedColumn)
+
+        columns: list[Any] = [TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn(),
+                              TimeElapsedColumn()]
+        if total:
+            columns.insert(1, BarColumn())
+        self._progress = Progress(*columns, console=Console(file=sys.stderr), transient=True)
+        self._task = self._progress.add_task(label, total=total)
+
+    def __enter__(self) -> TransferProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, done: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+
+    @property
+    def callback(self) -> Any:
+        return self.update if self._progress is not None else None

@@ -79,7 +79,7 @@ def database_connect(app: App) -> Outcome:
     directly (--via direct, --db-address HOST:PORT)."""
     url = DatabaseURL.parse(discovery.database_url(app))
     result = login(app, app.settings.db_via, app.settings.db_address)
-    data = {"via": result.via, "user": url.user, "database": url.database}
+    data: dict[str, object] = {"via": result.via, "user": url.user, "database": url.database}
     if not result.ok:
         return fail(f"login as {url.user} to {url.database} via {result.via} failed: {result.error}",
                     _explain(result.error, url), **data)

@@ -22,7 +22,8 @@ def flux_ready(app: App) -> Outcome:
         raise
     if not releases and not kustomizations:
         return skip(f"no HelmReleases in {app.namespace} and no Kustomizations in {app.settings.flux_namespace}")
-    bad, good = [], []
+    bad: list[str] = []
+    good: list[str] = []
     for kind, objs in (("HelmRelease", releases), ("Kustomization", kustomizations)):
         for obj in objs:
             name = f"{kind} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"

@@ -132,7 +132,7 @@ def infisical_token(app: App) -> Outcome:
     auth = (obj.get("spec") or {}).get("authentication") or {}
     if "serviceToken" in auth:
         ref = (auth["serviceToken"] or {}).get("serviceTokenSecretReference") or {}
-        keys = ("infisicalToken",)
+        keys: tuple[str, ...] = ("infisicalToken",)
     elif "universalAuth" in auth:
         ref = (auth["universalAuth"] or {}).get("credentialsRef") or {}
         keys = ("clientId", "clientSecret")

@@ -50,11 +50,13 @@ def cli(ctx: click.Context, config_path: str | None, profile: str | None, kubeco
 
 
 def _register() -> None:
+    from coderctl.cli.backup import backup
     from coderctl.cli.completion import completion
     from coderctl.cli.config import config
+    from coderctl.cli.probe import probe
     from coderctl.cli.verify import verify
 
-    for command in (verify, config, completion):
+    for command in (verify, probe, backup, config, completion):
         cli.add_command(command)
 
 

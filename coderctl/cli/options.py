@@ -28,6 +28,7 @@ def network_options(fn: F) -> F:
         from coderctl.profile import override
 
         app = click.get_current_context().find_object(_app_type())
+        assert app is not None, "network_options needs the App on the click context"
         override(app.settings, {"access_url": access_url, "resolve": resolve, "nameserver": nameserver,
                                 "ca_file": ca_file, "insecure": insecure})
         validate_network(app.settings)

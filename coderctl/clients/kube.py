@@ -180,7 +180,7 @@ class KubeClient:
         if token:
             headers["Authorization"] = token
         elif cfg.username and cfg.password:
-            headers["Authorization"] = cfg.get_basic_auth_token()
+            headers["Authorization"] = str(cfg.get_basic_auth_token())
 
     def version(self) -> dict[str, Any]:
         return dict(self.request("GET", "/version"))

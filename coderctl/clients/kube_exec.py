@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,9 +89,13 @@ def exec_stream(
     stdin: Iterable[bytes] | None = None,
     idle_timeout: float | None = None,
     on_open: Callable[["ClientConnection"], None] | None = None,
+    close_stdin: bool = True,
 ) -> ExecResult:
     """Run `command` in the pod; hand stdout to `stdout` chunk by chunk as it arrives.
 
+    `stdin` is sent from a separate thread while output is read, so a large input (a restore) and the
+    command's output cannot block each other. After the last chunk, under v5, stdin is half-closed unless
+    `close_stdin` is False (a command may watch its stdin to notice that coderctl went away).
     `idle_timeout` bounds the wait for each message (None: wait as long as output keeps coming).
     Raises ExecStreamBroken when the connection ends without an exit status.
     """
@@ -115,7 +120,8 @@ def exec_stream(
         )
     except InvalidStatus as exc:
         response = exc.response
-        raise _api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code, response.body or b"") \
+        raise _api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code,
+                         bytes(response.body or b"")) \
             from None
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise KubeUnreachable(f"exec in {namespace}/{pod}: cannot open the stream: {exc}") from None
@@ -124,15 +130,13 @@ def exec_stream(
     status_raw = bytearray()
     count = 0
     got_status = False
+    sender: _StdinSender | None = None
     with ws:
         if on_open:
             on_open(ws)
         if stdin is not None:
-            for chunk in stdin:
-                if chunk:
-                    ws.send(bytes([STDIN]) + chunk)
-            if ws.subprotocol == "v5.channel.k8s.io":
-                ws.send(bytes([CLOSE, STDIN]))
+            sender = _StdinSender(ws, stdin, close_stdin and ws.subprotocol == "v5.channel.k8s.io")
+            sender.start()
         try:
             while True:
                 message = ws.recv(timeout=idle_timeout)
@@ -155,6 +159,8 @@ def exec_stream(
             raise ExecStreamBroken(
                 f"exec in {namespace}/{pod}: no data for {idle_timeout:g}s, gave up"
             ) from None
+    if sender is not None:
+        sender.finish()
     if not got_status:
         raise ExecStreamBroken(
             f"exec in {namespace}/{pod}: the stream ended after {count} bytes without an exit status; "
@@ -162,3 +168,35 @@ def exec_stream(
         )
     code, message, status = parse_status(bytes(status_raw))
     return ExecResult(code, message, bytes(stderr), count, status)
+
+
+class _StdinSender(threading.Thread):
+    """Sends stdin chunks (and the v5 half-close) while the caller's thread reads the output."""
+
+    def __init__(self, ws: ClientConnection, chunks: Iterable[bytes], half_close: bool) -> None:
+        super().__init__(name="exec-stdin", daemon=True)
+        self.ws = ws
+        self.chunks = chunks
+        self.half_close = half_close
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for chunk in self.chunks:
+                if chunk:
+                    self.ws.send(bytes([STDIN]) + chunk)
+            if self.half_close:
+                self.ws.send(bytes([CLOSE, STDIN]))
+        except ConnectionClosed:
+            pass
+        except BaseException as exc:  # re-raised in the caller's thread by finish()
+            self.error = exc
+            self.ws.close()
+
+    def finish(self) -> None:
+        """Wait for the sender; an error of the stdin iterable (e.g. reading a file) is raised here."""
+        self.join(timeout=5)
+        if self.error is not None:
+            raise self.error

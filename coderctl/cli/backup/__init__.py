@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from coderctl.context import App
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def backup() -> None:
+    """pg_dump backups of the Coder database: create, verify, list, prune, restore."""
+
+
+def database_options(fn: F) -> F:
+    """--via, --database-url, --db-address: how to reach the database (create, restore)."""
+
+    @click.option("--via", type=click.Choice(["exec", "direct"]), default="exec", show_default=True,
+                  help="run pg_dump/pg_restore in the PostgreSQL pod (exec) or locally against the database URL")
+    @click.option("--database-url", metavar="URL", default=None,
+                  help="database URL [default: CODERCTL_DATABASE_URL, else the Secret Coder uses]")
+    @click.option("--db-address", metavar="HOST:PORT", default=None,
+                  help="with --via direct: where to connect (e.g. a kubectl port-forward) [default: the URL's host]")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, database_url: str | None, db_address: str | None, **kwargs: Any) -> Any:
+        from coderctl.profile import override
+
+        app = click.get_current_context().find_object(App)
+        assert app is not None
+        override(app.settings, {"database_url": database_url, "db_address": db_address})
+        if database_url:
+            app.redact.add(database_url)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _dir(app: App, given: Path | None) -> Path:
+    from coderctl.ops.backup import default_dir
+
+    return given or (Path(app.settings.backup_dir).expanduser() if app.settings.backup_dir else default_dir())
+
+
+def _report(app: App, command: str, outcome: Any, started_at: datetime, start: float, summary: list[str]) -> int:
+    from coderctl import render
+
+    if app.output == "json":
+        render.print_json(render.envelope(command, started_at, time.monotonic() - start,
+                                          result=app.redact.deep(outcome.result),
+                                          steps=app.redact.deep([s.as_dict() for s in outcome.steps])))
+    else:
+        render.print_steps([s.as_dict() for s in outcome.steps], color=app.color,
+                           summary=[app.redact(line) for line in summary] if outcome.ok else [])
+    if not outcome.ok:
+        click.echo(app.redact(f"coderctl: error: {outcome.message}"), err=True)
+    return int(outcome.code)
+
+
+def _now() -> tuple[datetime, float]:
+    return datetime.now(UTC), time.monotonic()
+
+
+@backup.command()
+@database_options
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="where to write [default: backup_dir setting, else $XDG_DATA_HOME/coderctl/backups]")
+@click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True,
+              help="pg_dump archive (-Fc, compressed) or plain SQL")
+@click.option("--no-verify", is_flag=True, help="do not read the dump back (no row counts in the manifest)")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="write Prometheus textfile metrics here (node_exporter textfile collector)")
+@click.pass_obj
+def create(app: App, via: str, output_dir: Path | None, fmt: str, no_verify: bool,
+           metrics_file: Path | None) -> int:
+    """Dump the Coder database to DIR/DATABASE-TIME.dump with a manifest, checked before it gets its name.
+
+    The dump is streamed to NAME.partial, read back in full while it arrives, fsynced, and only then
+    renamed; the manifest NAME.json holds its SHA-256, versions and row counts. Ctrl-C or SIGTERM
+    removes the partial file and stops pg_dump (exit 1).
+    """
+    from coderctl import render
+    from coderctl.ops.backup import CreateOptions
+    from coderctl.ops.backup import create as run
+
+    started_at, start = _now()
+    opts = CreateOptions(output_dir=_dir(app, output_dir), via=via, fmt=fmt, verify=not no_verify,
+                         metrics_file=metrics_file, db_address=app.settings.db_address)
+    with render.TransferProgress(f"pg_dump via {via}", enabled=app.output == "text") as bar:
+        outcome = run(app, opts, progress=bar.callback)
+    r = outcome.result
+    summary = [(f"backup {r.get('file')}: {render.human_bytes(r.get('size'))}, "
+                f"{'verified' if r.get('verified') else 'NOT verified'}, {r.get('tables')} tables, "
+                f"{r.get('rows')} rows, in {r.get('duration_s', 0):.1f}s")]
+    return _report(app, "backup create", outcome, started_at, start, summary)
+
+
+@backup.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--restore-to", metavar="URL", default=None,
+              help="also restore into this empty scratch database and compare its row counts")
+@click.pass_obj
+def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
+    """Check FILE against its manifest: size, SHA-256, a full read of the archive and its row counts."""
+    from coderctl import render
+    from coderctl.ops import manifest as mf
+    from coderctl.ops.verify import verify
+
+    started_at, start = _now()
+    if restore_to:
+        app.redact.add(restore_to)
+    path = mf.backup_file(file)
+    with render.TransferProgress("reading", total=path.stat().st_size, enabled=app.output == "text") as bar:
+        outcome = verify(app, path, restore_to, progress=bar.callback)
+    r = outcome.result
+    summary = [f"{r.get('file')}: intact, {r.get('tables')} tables, {r.get('rows')} rows"
+               + (", restored and counted" if restore_to else "")]
+    return _report(app, "backup verify", outcome, started_at, start, summary)
+
+
+@backup.command("list")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--quick", is_flag=True, help="compare sizes with the manifests only; do not hash the files")
+@click.pass_obj
+def list_cmd(app: App, directory: Path | None, quick: bool) -> int:
+    """List the backups in DIRECTORY: name, age, size, via, verified, checksum state."""
+    from coderctl import render
+    from coderctl.ops import manifest as mf
+    from coderctl.ops.catalog import scan
+
+    started_at, start = _now()
+    where = _dir(app, directory)
+    entries = scan(where, checksums=not quick) if directory or where.is_dir() else []
+    now = mf.now_utc()
+    bad = [e for e in entries if e.checksum not in ("ok", "unchecked")]
+    if app.output == "json":
+        render.print_json(render.envelope("backup list", started_at, time.monotonic() - start, directory=str(where),
+                                          backups=[_entry_json(e) for e in entries]))
+    else:
+        rows = [[e.name, render.human_age((now - e.time).total_seconds() if e.time else None),
+                 render.human_bytes(e.size), e.manifest.via if e.manifest else "-",
+                 ("yes" if e.manifest.verified else "no") if e.manifest else "-", e.checksum]
+                for e in entries]
+        render.print_table(["NAME", "AGE", "SIZE", "VIA", "VERIFIED", "CHECKSUM"], rows, color=app.color,
+                           empty=f"no backups in {where}")
+    return 1 if bad else 0
+
+
+def _entry_json(e: Any) -> dict[str, Any]:
+    from coderctl.ops import manifest as mf
+
+    m = e.manifest
+    return {"file": e.name, "created_at": mf.format_time(e.time) if e.time else None, "size": e.size,
+            "via": m.via if m else None, "format": m.format if m else None,
+            "verified": m.verified if m else None, "checksum": e.checksum, "detail": e.detail}
+
+
+@backup.command()
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, metavar="N", help="keep the N newest")
+@click.option("--keep-daily", type=click.IntRange(min=0), default=0, metavar="N",
+              help="keep the newest of each of the last N days with a backup")
+@click.option("--keep-weekly", type=click.IntRange(min=0), default=0, metavar="N",
+              help="keep the newest of each of the last N ISO weeks with a backup")
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=0, metavar="N",
+              help="keep the newest of each of the last N months with a backup")
+@click.option("--dry-run", is_flag=True, help="only say what would be removed and why")
+@click.pass_obj
+def prune(app: App, directory: Path | None, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
+          dry_run: bool) -> int:
+    """Remove old backups, keeping the last/daily/weekly/monthly ones (like restic); never the newest verified."""
+    from coderctl import render
+    from coderctl.ops.retention import Policy
+    from coderctl.ops.retention import prune as run
+
+    started_at, start = _now()
+    where = _dir(app, directory)
+    outcome = run(where, Policy(keep_last, keep_daily, keep_weekly, keep_monthly), dry_run=dry_run)
+    if app.output == "json":
+        render.print_json(render.envelope("backup prune", started_at, time.monotonic() - start,
+                                          result=outcome.result, steps=[s.as_dict() for s in outcome.steps]))
+    else:
+        rows = [[b["file"], b["action"], ", ".join(b["reasons"])] for b in outcome.result["backups"]]
+        render.print_table(["NAME", "ACTION", "WHY"], rows, color=app.color, empty=f"no backups in {where}")
+        for name in outcome.result["untouched"]:
+            click.echo(f"{name}  left alone: not a complete coderctl backup")
+    if not outcome.ok:
+        click.echo(f"coderctl: error: {outcome.message}", err=True)
+    return int(outcome.code)
+
+
+@backup.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@database_options
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--no-safety-backup", is_flag=True, help="skip the backup of the current database taken first")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="where the safety backup goes [default: as for backup create]")
+@click.pass_obj
+def restore(app: App, file: str, via: str, yes: bool, no_safety_backup: bool, output_dir: Path | None) -> int:
+    """Restore FILE into the deployment's database, with Coder scaled to 0 meanwhile.
+
+    Checks FILE, asks for confirmation naming the target, takes a safety backup, scales Coder to 0,
+    restores in one transaction, compares row counts with the manifest, and scales Coder back, also when
+    something fails. Exit 1: failed and put back; exit 3: the output says what a person must do.
+    """
+    import sys
+
+    from coderctl import render
+    from coderctl.errors import UsageError
+    from coderctl.ops import manifest as mf
+    from coderctl.ops.restore import RestoreOptions
+    from coderctl.ops.restore import restore as run
+
+    def confirm(text: str, word: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("restore replaces the database: pass --yes to run it without a terminal")
+        click.echo(text, err=True)
+        answer = click.prompt(f"Type the database name ({word}) to go on", err=True, default="",
+                              show_default=False)
+        return bool(answer.strip() == word)
+
+    started_at, start = _now()
+    path = mf.backup_file(file)
+    opts = RestoreOptions(file=path, output_dir=_dir(app, output_dir), via=via,
+                          safety_backup=not no_safety_backup, db_address=app.settings.db_address)
+    with render.TransferProgress("restoring", total=path.stat().st_size, enabled=app.output == "text") as bar:
+        outcome = run(app, opts, confirm, progress=bar.callback)
+    r = outcome.result
+    summary = [(f"restored {path.name} into {r.get('target')}: {r.get('tables')} tables, row counts match; "
+                f"Coder back to {r.get('replicas')} replica(s)")]
+    return _report(app, "backup restore", outcome, started_at, start, summary)

@@ -1,0 +1,274 @@
+"""`backup create`: prepare -> dump (streamed into NAME.partial, hashed and read back as it arrives) ->
+verify (exit status, end of dump, fsync, checksum of the file on disk) -> commit (rename, manifest).
+
+Nothing appears under the final name unless every step passed; on any failure or interruption the
+partial file is removed and the pg_dump stopped, locally or in the pod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coderctl import __version__, discovery
+from coderctl.clients.postgres import DatabaseURL
+from coderctl.context import App
+from coderctl.errors import CoderctlError, ExitCode
+from coderctl.ops import dump, metrics, pgtools, pod
+from coderctl.ops import manifest as mf
+from coderctl.ops.files import PartialFile, private_dir
+from coderctl.ops.journal import Journal, Outcome, StepFailed
+from coderctl.ops.scan import DumpFacts
+from coderctl.ops.signals import Interrupted, interruptible, shielded
+from coderctl.ops.verifier import Follower, StreamCheck, VerifyFailed
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class CreateOptions:
+    output_dir: Path
+    via: str = "exec"
+    fmt: str = "custom"
+    verify: bool = True
+    metrics_file: Path | None = None
+    db_address: str | None = None
+    tag: str = ""
+
+
+@dataclass
+class _Source:
+    via: str
+    url: DatabaseURL
+    describe: str
+    target: pod.Target | None = None
+    host: str = ""
+    port: int = 0
+    pg_dump: pgtools.Tool | None = None
+    server_version: str | None = None
+
+
+class _Attempt:
+    """What a run holds that must not outlive a failure."""
+
+    def __init__(self) -> None:
+        self.out: PartialFile | None = None
+        self.follower: Follower | None = None
+        self.database = ""
+
+    def discard(self) -> None:
+        if self.follower is not None:
+            self.follower.abort()
+        if self.out is not None:
+            self.out.discard()
+
+
+def default_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "coderctl" / "backups"
+
+
+class _Background:
+    """A best-effort lookup that runs while the dump streams (it must not delay the dump)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        import threading
+
+        self._value: Any = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="lookup", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except Exception:
+            self._value = None
+
+    def result(self, timeout: float = 10) -> Any:
+        self._thread.join(timeout)
+        return self._value
+
+
+def coder_version(app: App) -> str | None:
+    """The Coder image tag (best effort: None when the cluster cannot tell)."""
+    try:
+        dep = discovery.coder_deployment(app)
+    except CoderctlError:
+        return None
+    spec = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+    c = discovery.container(spec, app.settings.coder_container) or {}
+    match = re.search(r":(v?\d+\.\d+\.\d+[^@]*)", str(c.get("image") or ""))
+    if match:
+        return match.group(1)
+    label = ((dep.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/version")
+    return f"v{label}" if label and not str(label).startswith("v") else label
+
+
+def create(app: App, opts: CreateOptions, progress: Progress | None = None,
+           journal: Journal | None = None) -> Outcome:
+    journal = journal or Journal()
+    start = time.monotonic()
+    attempt = _Attempt()
+    base: dict[str, Any] = {"via": opts.via, "format": opts.fmt}
+    try:
+        with interruptible():
+            result = _run(app, opts, journal, attempt, progress, start)
+        code, message = int(ExitCode.OK), ""
+        result = {"status": "ok", **base, **result}
+    except BaseException as exc:
+        with shielded():
+            attempt.discard()
+        if isinstance(exc, Interrupted):
+            message = f"interrupted by {exc.name}: the partial file was removed and pg_dump stopped"
+            code = ExitCode.PROBLEMS
+        elif isinstance(exc, KeyboardInterrupt):
+            message, code = "interrupted: the partial file was removed and pg_dump stopped", ExitCode.PROBLEMS
+        elif isinstance(exc, CoderctlError):
+            message, code = app.redact(str(exc)), exc.exit_code
+        else:
+            raise
+        result = {"status": "failed", **base, "database": attempt.database or None, "error": message}
+    duration = time.monotonic() - start
+    result["duration_s"] = round(duration, 3)
+    if opts.metrics_file is not None:
+        code, message = _write_metrics(app, opts, journal, result, code, message, duration)
+    return Outcome(int(code), result, journal.steps, message)
+
+
+def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, progress: Progress | None,
+         start: float) -> dict[str, Any]:
+    with journal.step("prepare") as step:
+        out_dir = private_dir(opts.output_dir)
+        source = _prepare(app, opts)
+        attempt.database = source.url.database
+        check_tool = None
+        if opts.verify and opts.fmt == "custom":
+            check_tool = pgtools.find("pg_restore", why="to read the archive back; or pass --no-verify")
+        step.detail = f"{source.describe}; {opts.fmt} format into {out_dir}"
+    moment = mf.now_utc()
+    final = _free_name(out_dir, source.url.database, moment, opts)
+    digest = hashlib.sha256()
+    with journal.step("dump") as step:
+        attempt.out = out = PartialFile(final)
+        follower = None
+        if opts.verify:
+            attempt.follower = follower = Follower(out.partial, StreamCheck(opts.fmt, check_tool))
+            follower.start()
+
+        def sink(chunk: bytes) -> None:
+            out.write(chunk)
+            digest.update(chunk)
+            if follower is not None:
+                if follower.error:
+                    raise StepFailed(follower.error)
+                follower.wake()
+            if progress is not None:
+                progress(out.size)
+
+        started = time.monotonic()
+        coder = _Background(lambda: coder_version(app))
+        if source.target is not None:
+            dump.via_exec(app, source.target, opts.fmt, sink)
+        else:
+            assert source.pg_dump is not None
+            dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink)
+        elapsed = max(time.monotonic() - started, 1e-6)
+        step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
+    with journal.step("verify") as step:
+        out.sync()
+        verification, facts = _verify(follower, out, digest.hexdigest(), opts.fmt)
+        step.detail = verification.detail
+        if verification.status == "skipped":
+            step.status = "skipped"
+        version = coder.result()
+    record = mf.Manifest(
+        file=final.name, created_at=mf.format_time(moment), duration_s=0.0, via=source.via, format=opts.fmt,
+        database=source.url.database, size=out.size, sha256=digest.hexdigest(), verification=verification,
+        server_version=(facts.server_version if facts else None) or source.server_version,
+        pg_dump_version=(facts.pg_dump_version if facts else None) or (
+            source.pg_dump.version if source.pg_dump else None),
+        coder_version=version, source=_source_record(source), tables=facts.tables if facts else None,
+        coderctl=__version__,
+    )
+    with journal.step("commit") as step:
+        record.duration_s = round(time.monotonic() - start, 3)
+        with PartialFile(mf.manifest_path(final)) as manifest_out:  # written first: renames are all that is left
+            manifest_out.write(mf.encode(record))
+            manifest_out.sync()
+            path = out.commit()
+            manifest_file = manifest_out.commit()
+        step.detail = f"{path} (+ {manifest_file.name})"
+    return {"file": str(path), "manifest": str(manifest_file), "database": source.url.database,
+            "size": out.size, "sha256": record.sha256, "verified": verification.status == "ok",
+            "tables": len(record.tables or {}), "rows": sum((record.tables or {}).values()),
+            "server_version": record.server_version, "coder_version": version}
+
+
+def _free_name(directory: Path, database: str, moment: Any, opts: CreateOptions) -> Path:
+    """DATABASE-TIME[-TAG].EXT, with -2, -3, ... when two backups start within the same second."""
+    for n in range(1, 100):
+        tag = "-".join(t for t in (opts.tag, str(n) if n > 1 else "") if t)
+        path = directory / mf.backup_name(database, moment, opts.fmt, tag)
+        if not path.exists() and not path.with_name(path.name + ".partial").exists():
+            return path
+    raise StepFailed(f"no free backup name in {directory}")
+
+
+def _prepare(app: App, opts: CreateOptions) -> _Source:
+    url = DatabaseURL.parse(discovery.database_url(app))
+    app.redact.add(url.password)
+    if opts.via == "exec":
+        t = pod.target(app, url)
+        return _Source("exec", url, t.describe(), target=t)
+    host, port = pgtools.split_address(opts.db_address, url)
+    major, version = dump.server_major(app, url, host, port)
+    tool = pgtools.find("pg_dump", at_least=major, prefer="oldest", why=f"the server runs PostgreSQL {version}")
+    return _Source("direct", url, f"database {url.database} as {url.user} at {host}:{port} with {tool.path} "
+                   f"{tool.version}", host=host, port=port, pg_dump=tool, server_version=version)
+
+
+def _verify(follower: Follower | None, out: PartialFile, written_sha: str,
+            fmt: str) -> tuple[mf.Verification, DumpFacts | None]:
+    at = mf.format_time(mf.now_utc())
+    if follower is None:
+        return mf.Verification("skipped", detail="--no-verify: not read back", at=at), None
+    try:
+        read_sha, facts = follower.finish(out.size)
+    except VerifyFailed as exc:
+        raise StepFailed(str(exc)) from None
+    if read_sha != written_sha:
+        raise StepFailed("the file read back differs from what was written (disk or filesystem error)")
+    method = "pg_restore -f - (every block read)" if fmt == "custom" else "SQL scan"
+    detail = f"read back in full: {len(facts.tables)} tables, {facts.rows} rows, end-of-dump marker present"
+    return mf.Verification("ok", method=method, detail=detail, at=at), facts
+
+
+def _source_record(source: _Source) -> dict[str, str]:
+    if source.target is not None:
+        t = source.target
+        return {"namespace": t.namespace, "pod": t.pod, "container": t.container, "user": t.user,
+                "credentials": t.credentials}
+    return {"host": source.host, "port": str(source.port), "user": source.url.user}
+
+
+def _write_metrics(app: App, opts: CreateOptions, journal: Journal, result: dict[str, Any], code: int,
+                   message: str, duration: float) -> tuple[int, str]:
+    assert opts.metrics_file is not None
+    run = metrics.Run(finished=time.time(), success=code == ExitCode.OK, namespace=app.namespace,
+                      database=str(result.get("database") or ""), duration_s=duration,
+                      size=int(result.get("size") or 0), verified=bool(result.get("verified")))
+    try:
+        with journal.step("metrics") as step:
+            metrics.write(opts.metrics_file, run)
+            step.detail = str(opts.metrics_file)
+    except (OSError, CoderctlError) as exc:
+        text = f"cannot write --metrics-file {opts.metrics_file}: {getattr(exc, 'strerror', None) or exc}"
+        return (code or ExitCode.PROBLEMS), (message or text)
+    return code, message

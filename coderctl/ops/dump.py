@@ -1,0 +1,107 @@
+"""Where a dump comes from: pg_dump in the PostgreSQL pod (exec) or a local pg_dump (direct).
+
+Both hand the dump to `sink` chunk by chunk as it arrives, so memory stays constant whatever the size,
+and both decide success by pg_dump's exit status, never by the stream merely ending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+
+from coderctl.clients.kube_exec import ExecStreamBroken
+from coderctl.clients.postgres import DatabaseURL
+from coderctl.context import App
+from coderctl.ops import pgtools, pod
+from coderctl.ops.files import READ_CHUNK
+from coderctl.ops.journal import StepFailed
+
+Sink = Callable[[bytes], None]
+FORMAT_ARGS = {"custom": ["-Fc"], "plain": ["-Fp", "--clean", "--if-exists"]}
+
+
+def via_exec(app: App, t: pod.Target, fmt: str, sink: Sink) -> None:
+    try:
+        # stdin stays open: its end tells the in-pod watcher to stop pg_dump (see pod.DUMP).
+        result = pod.run(app, t, pod.DUMP, fmt, stdout=sink, close_stdin=False)
+    except ExecStreamBroken as exc:
+        raise StepFailed(str(exc)) from None
+    if not result.ok:
+        raise StepFailed(app.redact(f"pg_dump in {t.namespace}/{t.pod} failed (exit {result.exit_code}): "
+                                    f"{pod.error_line(result)}"))
+
+
+def server_major(app: App, url: DatabaseURL, host: str, port: int) -> tuple[int, str]:
+    """The server's major version and version string, over a direct connection (a local psql is quicker
+    to start than importing psycopg)."""
+    psql = pgtools.choose(pgtools.installed("psql"), at_least=None, prefer="newest")
+    if psql is not None:
+        env = pgtools.libpq_env(url, host=host, port=port, connect_timeout=app.timeout)
+        out = subprocess.run([psql.path, "-XAtw", "-c", "SHOW server_version_num", "-c", "SHOW server_version"],
+                             env=env, capture_output=True, text=True, timeout=app.timeout * 3, check=False)
+        lines = out.stdout.splitlines()
+        if out.returncode == 0 and len(lines) >= 2 and lines[0].isdigit():
+            return int(lines[0]) // 10000, lines[1].strip()
+        errors = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        first = next((ln for ln in errors if "error" in ln.lower()), errors[0] if errors else "no answer")
+        first = first.removeprefix("psql: ").removeprefix("error: ")
+        raise StepFailed(app.redact(f"cannot connect to {host}:{port}: {first}"))
+    import psycopg
+
+    from coderctl.clients.postgres import connect
+
+    try:
+        with connect(url, timeout=app.timeout, host=host, port=port) as conn:
+            number = conn.info.server_version
+            row = conn.execute("SHOW server_version").fetchone()
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepFailed(app.redact(f"cannot connect to {host}:{port}: {first}")) from None
+    return number // 10000, str(row[0]) if row else str(number)
+
+
+def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.Tool, fmt: str,
+               sink: Sink) -> None:
+    env = pgtools.libpq_env(url, host=host, port=port, connect_timeout=app.timeout)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([tool.path, "-w", *FORMAT_ARGS[fmt]], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=errors, env=env, start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, READ_CHUNK):
+                sink(chunk)
+            code = proc.wait()
+        finally:
+            stop(proc)
+        if code != 0:
+            errors.seek(0)
+            text = errors.read(16384).decode("utf-8", "replace")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = next((line for line in lines if "error" in line), lines[-1] if lines else "")
+            raise StepFailed(app.redact(f"pg_dump failed (exit {code}): {reason.removeprefix('pg_dump: ')}"))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a child started in its own session, and everything it started: SIGTERM to its process group,
+    SIGKILL after 5 s."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    else:
+        _signal_group(proc, signal.SIGTERM)  # helpers it left behind (a wrapper's children)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)

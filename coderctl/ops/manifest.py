@@ -1,0 +1,138 @@
+"""The manifest beside each backup (`NAME.json`): what was dumped, how, and whether it was proven whole."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, UTC
+from pathlib import Path
+from typing import Any
+
+from coderctl.errors import CoderctlError, UsageError
+from coderctl.ops.files import write_json
+
+MANIFEST_VERSION = 1
+EXTENSIONS = {"custom": ".dump", "plain": ".sql"}
+_STAMP = "%Y%m%dT%H%M%SZ"
+_NAME = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}Z)(?P<tag>-[a-z0-9-]+)?\.(?:dump|sql)$")
+
+
+class ManifestError(CoderctlError):
+    pass
+
+
+@dataclass
+class Verification:
+    status: str  # ok | failed | skipped
+    method: str = ""
+    detail: str = ""
+    at: str | None = None
+
+
+@dataclass
+class Manifest:
+    file: str
+    created_at: str
+    duration_s: float
+    via: str
+    format: str
+    database: str
+    size: int
+    sha256: str
+    verification: Verification
+    server_version: str | None = None
+    pg_dump_version: str | None = None
+    coder_version: str | None = None
+    source: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, int] | None = None
+    coderctl: str = ""
+    manifest_version: int = MANIFEST_VERSION
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.created_at)
+
+    @property
+    def verified(self) -> bool:
+        return self.verification.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"manifest_version": data.pop("manifest_version"), "coderctl": data.pop("coderctl"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        try:
+            values = dict(data)
+            values["verification"] = Verification(**values.get("verification") or {"status": "skipped"})
+            known = set(cls.__dataclass_fields__)
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except TypeError as exc:
+            raise ManifestError(f"manifest is incomplete: {exc}") from None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def backup_name(database: str, moment: datetime, fmt: str, tag: str = "") -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", database) or "database"
+    return f"{safe}-{moment.astimezone(UTC).strftime(_STAMP)}{'-' + tag if tag else ''}{EXTENSIONS[fmt]}"
+
+
+def time_from_name(name: str) -> datetime | None:
+    match = _NAME.match(name)
+    if not match:
+        return None
+    return datetime.strptime(match.group("stamp"), _STAMP).replace(tzinfo=UTC)
+
+
+def manifest_path(backup: Path) -> Path:
+    return backup.with_name(backup.name + ".json")
+
+
+def encode(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest.as_dict(), indent=2) + "\n").encode()
+
+
+def write(backup: Path, manifest: Manifest) -> Path:
+    path = manifest_path(backup)
+    write_json(path, manifest.as_dict())
+    return path
+
+
+def read(backup: Path) -> Manifest:
+    path = manifest_path(backup)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path.name} is missing: without a manifest there is no checksum to check") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path.name} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path.name} is not a coderctl manifest")
+    return Manifest.from_dict(data)
+
+
+def backup_file(arg: str | Path) -> Path:
+    """The backup a user named: the dump itself or its manifest."""
+    path = Path(arg).expanduser()
+    if path.name.endswith((".dump.json", ".sql.json")):
+        path = path.with_name(path.name[: -len(".json")])
+    if not path.exists():
+        raise UsageError(f"{path}: no such backup file")
+    return path
+
+
+def sniff_format(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return "custom" if fh.read(5) == b"PGDMP" else "plain"

@@ -1,0 +1,125 @@
+"""The local PostgreSQL client programs (pg_dump, pg_restore, psql) and their connection environment.
+
+Credentials go to them through the environment (PGPASSWORD), never on the command line.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from coderctl.clients.postgres import DatabaseURL
+from coderctl.errors import CoderctlError
+
+SEARCH_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
+               "/usr/local/opt/postgresql@*/bin")
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+_URL_PARAMS = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+               "sslkey": "PGSSLKEY", "options": "PGOPTIONS", "target_session_attrs": "PGTARGETSESSIONATTRS"}
+
+
+class ToolMissing(CoderctlError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    path: str
+    version: str
+    major: int
+
+
+def parse_version(text: str) -> tuple[int, str] | None:
+    """`pg_dump (PostgreSQL) 15.10 (Debian ...)` -> (15, "15.10")."""
+    match = _VERSION.search(text)
+    if not match:
+        return None
+    major, minor = match.group(1), match.group(2)
+    return int(major), f"{major}.{minor}" if minor else major
+
+
+def major_of(version: str | None) -> int | None:
+    match = re.match(r"\s*(\d+)", version or "")
+    return int(match.group(1)) if match else None
+
+
+def _candidates(name: str) -> list[str]:
+    found: list[str] = []
+    on_path = shutil.which(name)
+    # Debian's pg_wrapper (a Perl script) only dispatches to /usr/lib/postgresql/*/bin, searched below
+    if on_path and os.path.basename(os.path.realpath(on_path)) != "pg_wrapper":
+        found.append(on_path)
+    for pattern in SEARCH_DIRS:
+        for path in glob.glob(os.path.join(pattern, name)):
+            if os.access(path, os.X_OK) and path not in found:
+                found.append(path)
+    return found
+
+
+def installed(name: str) -> list[Tool]:
+    tools: list[Tool] = []
+    for path in _candidates(name):
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        parsed = parse_version(out.stdout)
+        if out.returncode == 0 and parsed:
+            tools.append(Tool(name, path, parsed[1], parsed[0]))
+    return tools
+
+
+def choose(tools: list[Tool], *, at_least: int | None, prefer: str) -> Tool | None:
+    """`prefer="oldest"` picks the lowest major that is new enough (a pg_dump whose archives the server's
+    own pg_restore can read); `"newest"` the highest (a pg_restore that reads every archive)."""
+    usable = [t for t in tools if at_least is None or t.major >= at_least]
+    if not usable:
+        return None
+    key = (lambda t: t.major) if prefer == "oldest" else (lambda t: -t.major)
+    return min(usable, key=key)
+
+
+def find(name: str, *, at_least: int | None = None, prefer: str = "newest", why: str = "") -> Tool:
+    tools = installed(name)
+    tool = choose(tools, at_least=at_least, prefer=prefer)
+    if tool is not None:
+        return tool
+    hint = f" ({why})" if why else ""
+    if not tools:
+        raise ToolMissing(f"{name} is not installed here{hint}: install the PostgreSQL client "
+                          f"(e.g. apt install postgresql-client-{at_least or 15})")
+    newest = max(tools, key=lambda t: t.major)
+    raise ToolMissing(f"the local {name} is version {newest.version}, older than PostgreSQL {at_least}"
+                      f"{hint}: install postgresql-client-{at_least} or newer")
+
+
+def libpq_env(url: DatabaseURL, *, host: str | None = None, port: int | None = None,
+              connect_timeout: float = 10) -> dict[str, str]:
+    """The process environment for a client program: inherited, minus any PG* variable, plus the URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update({
+        "PGHOST": host or url.host, "PGPORT": str(port or url.port), "PGUSER": url.user,
+        "PGDATABASE": url.database, "PGPASSWORD": url.password, "PGAPPNAME": "coderctl",
+        "PGCONNECT_TIMEOUT": str(max(2, int(connect_timeout + 0.5))),
+    })
+    for param, var in _URL_PARAMS.items():
+        if param in url.params:
+            env[var] = url.params[param]
+    return env
+
+
+def split_address(address: str | None, url: DatabaseURL) -> tuple[str, int]:
+    """`--db-address HOST:PORT` (e.g. a kubectl port-forward), else the URL's host and port."""
+    from coderctl.errors import UsageError
+
+    if not address:
+        return url.host, url.port
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--db-address {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,105 @@
+"""`backup verify FILE`: the manifest's size and SHA-256, a full read of the archive with its row counts,
+and with `--restore-to URL` a real restore into a scratch database whose row counts must match."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from coderctl.clients.postgres import DatabaseURL
+from coderctl.context import App
+from coderctl.errors import CoderctlError, ExitCode
+from coderctl.ops import manifest as mf
+from coderctl.ops import pgtools, tables
+from coderctl.ops.journal import Journal, Outcome, StepFailed
+from coderctl.ops.signals import interruptible
+from coderctl.ops.verifier import read_file
+
+
+def verify(app: App, file: str | Path, restore_to: str | None = None, progress: Any = None,
+           journal: Journal | None = None) -> Outcome:
+    journal = journal or Journal()
+    path = mf.backup_file(file)
+    start = time.monotonic()
+    result: dict[str, Any] = {"file": str(path)}
+    try:
+        with interruptible():
+            result.update(_run(app, path, restore_to, journal, progress))
+        code, message = ExitCode.OK, ""
+    except CoderctlError as exc:
+        code, message = exc.exit_code, app.redact(str(exc))
+    except KeyboardInterrupt:
+        code, message = ExitCode.PROBLEMS, "interrupted"
+    result["status"] = "ok" if code == ExitCode.OK else "failed"
+    if message:
+        result["error"] = message
+    result["duration_s"] = round(time.monotonic() - start, 3)
+    return Outcome(int(code), result, journal.steps, message)
+
+
+def _run(app: App, path: Path, restore_to: str | None, journal: Journal, progress: Any) -> dict[str, Any]:
+    with journal.step("manifest") as step:
+        record = mf.read(path)
+        step.detail = f"{record.format} backup of {record.database} from {record.created_at} via {record.via}"
+    full = read_file(path, record.format, progress=progress)
+    with journal.step("checksum") as step:
+        if full.size != record.size:
+            raise StepFailed(f"size {full.size} bytes, the manifest says {record.size}: the file was truncated "
+                             "or changed")
+        if full.sha256 != record.sha256:
+            raise StepFailed("SHA-256 differs from the manifest: the file was changed or damaged")
+        step.detail = f"{full.size} bytes, sha256 {full.sha256[:16]}… matches the manifest"
+    with journal.step("read-back") as step:
+        if not full.ok or full.facts is None:
+            raise StepFailed(full.error or "the archive does not read back")
+        if record.tables is not None:
+            diffs = tables.differences(record.tables, full.facts.tables)
+            if diffs:
+                raise StepFailed(f"row counts in the archive differ from the manifest: {tables.summary(diffs)}")
+        step.detail = f"read in full: {len(full.facts.tables)} tables, {full.facts.rows} rows"
+    out: dict[str, Any] = {"format": record.format, "database": record.database, "created_at": record.created_at,
+                           "size": full.size, "sha256": full.sha256, "tables": len(full.facts.tables),
+                           "rows": full.facts.rows}
+    if restore_to:
+        with journal.step("restore-to") as step:
+            step.detail = _restore_to(app, path, record, restore_to)
+        out["restored_to"] = app.redact(restore_to)
+    return out
+
+
+def _restore_to(app: App, path: Path, record: mf.Manifest, target: str) -> str:
+    url = DatabaseURL.parse(target)
+    app.redact.add(url.password, target)
+    env = pgtools.libpq_env(url, connect_timeout=app.timeout)
+    if record.format == "custom":
+        tool = pgtools.find("pg_restore", why="to restore into the scratch database")
+        argv = [tool.path, "-w", "-d", url.database, "--no-owner", "--no-privileges", "--exit-on-error",
+                "--single-transaction", str(path)]
+    else:
+        tool = pgtools.find("psql", why="to restore into the scratch database")
+        argv = [tool.path, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", str(path)]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                start_new_session=True)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code != 0:
+            errors.seek(0)
+            lines = [ln.strip() for ln in errors.read(16384).decode("utf-8", "replace").splitlines() if ln.strip()]
+            reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else f"exit {code}")
+            raise StepFailed(app.redact(f"restore into {url.database} at {url.host}:{url.port} failed: {reason} "
+                                        "(the scratch database must be empty)"))
+    actual = tables.count_direct(app, url, url.host, url.port)
+    diffs = tables.differences(record.tables or {}, actual)
+    if diffs:
+        raise StepFailed(f"restored row counts differ from the manifest: {tables.summary(diffs)}")
+    if record.tables is None:
+        return f"restored into {url.database}: {len(actual)} tables (the manifest has no row counts to compare)"
+    return f"restored into {url.database}: {len(record.tables)} tables, row counts match the manifest"

@@ -1,0 +1,115 @@
+"""backup prune over a synthetic set of backups spanning months: exactly the expected ones stay."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone, UTC
+from pathlib import Path
+
+from clirun import run_cli
+
+from coderctl.ops import manifest as mf
+
+
+def make_backup(directory: Path, moment: datetime, *, verified: bool = True) -> str:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = mf.backup_name("coder", moment, "custom")
+    data = f"fake archive {moment.isoformat()}".encode()
+    (directory / name).write_bytes(data)
+    record = mf.Manifest(file=name, created_at=mf.format_time(moment), duration_s=1.0, via="exec", format="custom",
+                         database="coder", size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                         verification=mf.Verification("ok" if verified else "skipped"), tables={"public.users": 1})
+    mf.write(directory / name, record)
+    return name
+
+
+def at(month: int, day: int, hour: int = 2) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+def synthetic(directory: Path) -> dict[datetime, str]:
+    """A backup at 02:00 every day from 1 January to 15 April 2026, two more on 15 April; the two newest
+    were made with --no-verify."""
+    names: dict[datetime, str] = {}
+    day = at(1, 1)
+    while day <= at(4, 15):
+        names[day] = make_backup(directory, day)
+        day += timedelta(days=1)
+    for hour in (10, 14):
+        names[at(4, 15, hour)] = make_backup(directory, at(4, 15, hour), verified=False)
+    return names
+
+
+def prune(directory: Path, *args: str) -> dict[str, object]:
+    r = run_cli("-o", "json", "backup", "prune", str(directory), *args)
+    assert r.code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def remaining(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.name.endswith(".dump")}
+
+
+def test_grandfather_father_son(tmp_path: Path) -> None:
+    names = synthetic(tmp_path)
+    (tmp_path / "coder-20250101T000000Z.dump.partial").write_bytes(b"left over")
+    (tmp_path / "notes.sql").write_text("-- not a coderctl backup")
+    policy = ("--keep-last", "3", "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "3")
+    expected = {
+        at(4, 15, 14), at(4, 15, 10), at(4, 15),                          # last 3
+        at(4, 14), at(4, 13), at(4, 12), at(4, 11), at(4, 10), at(4, 9),  # daily 7 (15 Apr counted once)
+        at(4, 5), at(3, 29),                                               # weekly: W16 15 Apr, W15 12 Apr, W14, W13
+        at(3, 31), at(2, 28),                                              # monthly: April, March, February
+    }
+    doc = prune(tmp_path, *policy, "--dry-run")
+    result = doc["result"]
+    assert result["dry_run"] is True
+    assert remaining(tmp_path) == set(names.values())
+    kept = {b["file"] for b in result["backups"] if b["action"] == "keep"}
+    assert kept == {names[t] for t in expected}
+    going = [b for b in result["backups"] if b["action"] == "would remove"]
+    assert len(going) == len(names) - len(expected)
+    assert all(b["reasons"] == ["no rule keeps it"] for b in going)
+    reasons = {b["file"]: b["reasons"] for b in result["backups"]}
+    assert reasons[names[at(4, 15, 14)]] == ["last #1", "daily #1 (2026-04-15)", "weekly #1 (2026-W16)",
+                                             "monthly #1 (2026-04)"]
+    assert reasons[names[at(3, 29)]] == ["weekly #4 (2026-W13)"]
+    assert reasons[names[at(4, 15)]] == ["last #3", "newest verified backup"]
+    assert set(result["untouched"]) == {"coder-20250101T000000Z.dump.partial", "notes.sql"}
+
+    text = run_cli("backup", "prune", str(tmp_path), *policy, "--dry-run")
+    assert "would remove" in text.stdout and "no rule keeps it" in text.stdout
+
+    prune(tmp_path, *policy)
+    assert remaining(tmp_path) == {names[t] for t in expected}
+    assert {p.name for p in tmp_path.glob("*.dump.json")} == {names[t] + ".json" for t in expected}
+    assert (tmp_path / "notes.sql").exists() and (tmp_path / "coder-20250101T000000Z.dump.partial").exists()
+    again = prune(tmp_path, *policy)
+    assert all(b["action"] == "keep" for b in again["result"]["backups"])
+
+
+def test_the_newest_verified_backup_is_never_removed(tmp_path: Path) -> None:
+    names = synthetic(tmp_path)
+    prune(tmp_path, "--keep-last", "1")
+    assert remaining(tmp_path) == {names[at(4, 15, 14)], names[at(4, 15)]}
+
+
+def test_prune_needs_a_policy(tmp_path: Path) -> None:
+    synthetic(tmp_path)
+    r = run_cli("backup", "prune", str(tmp_path))
+    assert r.code == 2 and "no --keep-* option" in r.stderr
+    assert len(remaining(tmp_path)) == 107
+
+
+def test_list_shows_every_backup(tmp_path: Path) -> None:
+    synthetic(tmp_path)
+    (tmp_path / mf.backup_name("coder", at(4, 1), "custom")).write_bytes(b"changed")
+    r = run_cli("-o", "json", "backup", "list", str(tmp_path))
+    assert r.code == 1  # one checksum does not match
+    backups = json.loads(r.stdout)["backups"]
+    assert len(backups) == 107 and backups[0]["file"] == mf.backup_name("coder", at(4, 15, 14), "custom")
+    states = {b["file"]: b["checksum"] for b in backups}
+    assert states[mf.backup_name("coder", at(4, 1), "custom")] == "size-mismatch"
+    assert sum(s == "ok" for s in states.values()) == 106
+    assert backups[0]["verified"] is False and backups[2]["verified"] is True

@@ -1,0 +1,131 @@
+"""The pure parts of the backup operations: dump scanning, tool choice, pod credentials, metrics, names."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone, UTC
+from pathlib import Path
+
+import pytest
+
+from coderctl.ops import manifest as mf
+from coderctl.ops import metrics, pgtools
+from coderctl.ops.pod import credentials_in_pod
+from coderctl.ops.scan import SqlScanner
+
+DUMP = (
+    b"--\n-- PostgreSQL database dump\n--\n\n"
+    b"-- Dumped from database version 15.10\n-- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)\n\n"
+    b"SET statement_timeout = 0;\n"
+    b"COPY public.users (id, email, bio) FROM stdin;\n"
+    b"1\ta@example.org\tline one\\nline two\n"
+    b"2\tb@example.org\t\\\\.\n"
+    b"3\tc@example.org\t\\N\n"
+    b"\\.\n\n"
+    b'COPY "Odd Schema"."Table With Spaces" FROM stdin;\n'
+    b"\\.\n\n"
+    b"COPY public.audit_logs (id) FROM stdin;\n" + b"".join(b"%d\n" % i for i in range(1000)) + b"\\.\n\n"
+    b"--\n-- PostgreSQL database dump complete\n--\n\n"
+)
+
+
+def scan(data: bytes, sizes: list[int]) -> SqlScanner:
+    scanner = SqlScanner()
+    pos = 0
+    for size in sizes:
+        scanner.feed(data[pos:pos + size])
+        pos += size
+    scanner.feed(data[pos:])
+    scanner.finish()
+    return scanner
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_scanner_is_independent_of_chunking(seed: int) -> None:
+    rng = random.Random(seed)
+    sizes = [rng.choice([1, 2, 3, 5, 7, 64, 1000]) for _ in range(400)]
+    facts = scan(DUMP, sizes).facts
+    assert facts.tables == {"public.users": 3, '"Odd Schema"."Table With Spaces"': 0, "public.audit_logs": 1000}
+    assert facts.server_version == "15.10" and facts.pg_dump_version == "15.18 (Debian 15.18-0+deb12u1)"
+    assert facts.complete and facts.rows == 1003 and facts.bytes_read == len(DUMP)
+
+
+def test_scanner_sees_truncation() -> None:
+    cut = DUMP.index(b"500\n")
+    scanner = scan(DUMP[:cut], [100] * 10)
+    assert scanner.in_copy and not scanner.facts.complete
+    scanner = scan(DUMP[: DUMP.index(b"-- PostgreSQL database dump complete")], [4096])
+    assert not scanner.in_copy and not scanner.facts.complete
+
+
+def fake_tool(directory: Path, name: str, version: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_local_pg_dump_older_than_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = fake_tool(tmp_path / "14", "pg_dump", "14.11")
+    monkeypatch.setenv("PATH", str(old.parent))
+    monkeypatch.setattr(pgtools, "SEARCH_DIRS", ())
+    with pytest.raises(pgtools.ToolMissing) as err:
+        pgtools.find("pg_dump", at_least=15, prefer="oldest", why="the server runs PostgreSQL 15.10")
+    assert str(err.value) == ("the local pg_dump is version 14.11, older than PostgreSQL 15 (the server runs "
+                              "PostgreSQL 15.10): install postgresql-client-15 or newer")
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(pgtools.ToolMissing, match="pg_dump is not installed here"):
+        pgtools.find("pg_dump", at_least=15)
+
+
+def test_tool_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for major in (14, 15, 17):
+        fake_tool(tmp_path / f"lib/{major}/bin", "pg_dump", f"{major}.2")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(pgtools, "SEARCH_DIRS", (str(tmp_path / "lib/*/bin"),))
+    assert pgtools.find("pg_dump", at_least=15, prefer="oldest").major == 15  # archives the pod can read
+    assert pgtools.find("pg_dump", at_least=16, prefer="oldest").major == 17
+    assert pgtools.find("pg_dump").major == 17
+    assert pgtools.parse_version("psql (PostgreSQL) 9.6.24") == (9, "9.6")
+
+
+def pod(env: list[dict[str, object]], mounts: list[str] = ()) -> dict[str, object]:  # type: ignore[assignment]
+    return {"spec": {"containers": [{"name": "postgresql", "env": env,
+                                     "volumeMounts": [{"name": "s", "mountPath": m} for m in mounts]}]}}
+
+
+def test_pod_credentials() -> None:
+    bitnami = [{"name": "POSTGRES_USER", "value": "coder"},
+               {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+               {"name": "POSTGRES_POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a"}}}]
+    assert credentials_in_pod(pod(bitnami), "postgresql", "coder")
+    assert credentials_in_pod(pod(bitnami), "postgresql", "postgres")
+    assert not credentials_in_pod(pod(bitnami), "postgresql", "someone")
+    files = [{"name": "POSTGRES_USER", "value": "coder"}]
+    assert credentials_in_pod(pod(files, ["/opt/bitnami/postgresql/secrets/"]), "postgresql", "coder")
+    assert not credentials_in_pod(pod(files), "postgresql", "coder")
+
+
+def test_metrics_render_keeps_the_last_success(tmp_path: Path) -> None:
+    path = tmp_path / "backup.prom"
+    metrics.write(path, metrics.Run(100.0, True, "coder", "coder", duration_s=2.5, size=42, verified=True))
+    first = path.read_text()
+    assert 'coderctl_backup_size_bytes{namespace="coder",database="coder"} 42' in first
+    metrics.write(path, metrics.Run(200.0, False, "coder", "coder"))
+    second = path.read_text()
+    assert 'coderctl_backup_last_success_timestamp_seconds{namespace="coder",database="coder"} 100.000' in second
+    assert 'coderctl_backup_last_run_success{namespace="coder",database="coder"} 0' in second
+    assert 'coderctl_backup_last_run_timestamp_seconds{namespace="coder",database="coder"} 200.000' in second
+    assert second.count("# TYPE") == 6
+    fresh = tmp_path / "fresh.prom"
+    metrics.write(fresh, metrics.Run(300.0, False, "coder", "coder"))
+    assert "last_success" not in fresh.read_text() and fresh.read_text().count("# TYPE") == 2
+
+
+def test_names() -> None:
+    moment = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
+    assert mf.backup_name("coder", moment, "custom") == "coder-20261126T120005Z.dump"
+    assert mf.backup_name("co/der", moment, "plain", "pre-restore") == "co_der-20261126T120005Z-pre-restore.sql"
+    assert mf.time_from_name("coder-20261126T120005Z-pre-restore-2.dump") == moment
+    assert mf.time_from_name("notes.sql") is None
