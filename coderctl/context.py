@@ -24,8 +24,8 @@ class App:
     color: bool = True
     redact: Redactor = field(default_factory=lambda: _redact.DEFAULT)
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _kube: "KubeClient | None" = None
-    _http: "HttpClient | None" = None
+    _kube: KubeClient | None = None
+    _http: HttpClient | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -36,7 +36,7 @@ class App:
     def namespace(self) -> str:
         return str(self.settings.namespace)
 
-    def kube(self) -> "KubeClient":
+    def kube(self) -> KubeClient:
         """The Kubernetes client; a missing or invalid kubeconfig raises ConfigError (exit 2)."""
         with self._lock:
             if self._kube is None:
@@ -45,7 +45,7 @@ class App:
                 self._kube = KubeClient(self.settings.kubeconfig, self.settings.context, self.timeout)
             return self._kube
 
-    def http(self) -> "HttpClient":
+    def http(self) -> HttpClient:
         with self._lock:
             if self._http is None:
                 from coderctl.clients.http import HttpClient, Resolver

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import IO, Any
 
 from coderctl import __version__
@@ -29,7 +29,7 @@ def envelope(command: str, started_at: datetime, duration_s: float, **body: Any)
     return {
         "coderctl": __version__,
         "command": command,
-        "started_at": started_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started_at": started_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": round(duration_s, 3),
         **body,
     }

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class _Run:
-    def __init__(self, checks: list[Check], app: "App", check_timeout: float, deadline: float) -> None:
+    def __init__(self, checks: list[Check], app: App, check_timeout: float, deadline: float) -> None:
         self.checks = {c.id: c for c in checks}
         self.app = app
         self.check_timeout = check_timeout
@@ -79,7 +79,7 @@ class _Run:
 
     def expire(self, now: float) -> None:
         """Checks past their own timeout, or everything past the deadline, become errors."""
-        for cid, check in self.checks.items():
+        for cid in self.checks:
             if cid in self.results or cid in self.finished:
                 continue
             if now >= self.deadline:
@@ -93,7 +93,7 @@ class _Run:
 
 def run_checks(
     checks: Iterable[Check],
-    app: "App",
+    app: App,
     *,
     check_timeout: float,
     deadline: float,

@@ -7,7 +7,7 @@ from typing import Any
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, error, fail, ok, skip, warn
 from coderctl.checks.kubefacts import condition_true, service_ref
-from coderctl.clients.kube import INFISICALSECRETS, SECRETS, SERVICES, KubeApiError, KubeNotFound
+from coderctl.clients.kube import INFISICALSECRETS, SERVICES, KubeApiError, KubeNotFound
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
 from coderctl.errors import UsageError
@@ -31,7 +31,8 @@ def secret_database(app: App) -> Outcome:
     empty = [k for k in KEYS if k in data and not data[k]]
     facts = {"keys": sorted(data)}
     if missing or empty:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"empty {', '.join(empty)}"] if empty else [])
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"empty {', '.join(empty)}"] if empty else []
         return fail(f"Secret {name}: " + "; ".join(parts),
                     "set CODER_POSTGRES_ADMIN_PASSWORD, CODER_USER_PASSWORD and CODER_DATABASE_URL in Infisical "
                     "(environment prod, path /) and let the operator sync", **facts)

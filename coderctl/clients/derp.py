@@ -56,7 +56,7 @@ class DerpSession:
 
     @classmethod
     def open(cls, client: HttpClient, url: str, transport: Transport, *, timeout: float | None = None
-             ) -> "DerpSession":
+             ) -> DerpSession:
         """Connect to the relay at `url` (…/derp); UpgradeRefused, FrameError or OSError when it fails."""
         limit = timeout or client.timeout
         started = time.monotonic()
@@ -138,7 +138,7 @@ class DerpSession:
     def close(self) -> None:
         self.stream.close()
 
-    def __enter__(self) -> "DerpSession":
+    def __enter__(self) -> DerpSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

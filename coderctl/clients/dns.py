@@ -17,7 +17,7 @@ class Nameserver:
     port: int = 53
 
     @classmethod
-    def parse(cls, text: str) -> "Nameserver":
+    def parse(cls, text: str) -> Nameserver:
         """`1.1.1.1`, `1.1.1.1:5353`, `::1`, `[::1]:5353`."""
         text = text.strip()
         if text.startswith("["):
@@ -42,7 +42,7 @@ class Nameserver:
         return host if self.port == 53 else f"{host}:{self.port}"
 
 
-def resolver_for(server: Nameserver, timeout: float) -> "dns.resolver.Resolver":
+def resolver_for(server: Nameserver, timeout: float) -> dns.resolver.Resolver:
     """A resolver that asks only `server`, never the system's configuration."""
     import dns.resolver
 

@@ -23,14 +23,14 @@ class Asker:
     """One server to ask (or the system's configuration), with a label for reports."""
 
     label: str
-    resolver: "dns.resolver.Resolver"
+    resolver: dns.resolver.Resolver
 
     @classmethod
-    def at(cls, server: Nameserver, timeout: float) -> "Asker":
+    def at(cls, server: Nameserver, timeout: float) -> Asker:
         return cls(str(server), resolver_for(server, timeout))
 
     @classmethod
-    def system(cls, timeout: float) -> "Asker":
+    def system(cls, timeout: float) -> Asker:
         import dns.resolver
 
         res = dns.resolver.Resolver()  # /etc/resolv.conf

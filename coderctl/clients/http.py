@@ -28,7 +28,7 @@ class ResolveRule:
     address: str
 
     @classmethod
-    def parse(cls, text: str) -> "ResolveRule":
+    def parse(cls, text: str) -> ResolveRule:
         """HOST:PORT:ADDRESS; HOST may be `*.example.org`, PORT may be `*`, ADDRESS may be `[::1]`."""
         parts = text.split(":", 2)
         if len(parts) != 3 or not parts[0] or not parts[2]:
@@ -56,7 +56,7 @@ class Resolver:
     rules: tuple[ResolveRule, ...] = ()
 
     @classmethod
-    def parse(cls, entries: list[str]) -> "Resolver":
+    def parse(cls, entries: list[str]) -> Resolver:
         return cls(tuple(ResolveRule.parse(e) for e in entries))
 
     def address(self, host: str, port: int) -> str:
@@ -74,7 +74,7 @@ class Target:
     path: str
 
     @classmethod
-    def parse(cls, url: str) -> "Target":
+    def parse(cls, url: str) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"{url!r} is not an http(s) URL")

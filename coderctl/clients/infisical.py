@@ -38,7 +38,7 @@ class InfisicalAuth:
         return f"InfisicalAuth({self.kind})"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "InfisicalAuth | None":
+    def from_env(cls, environ: Mapping[str, str]) -> InfisicalAuth | None:
         cid = environ.get("INFISICAL_UNIVERSAL_AUTH_CLIENT_ID")
         csecret = environ.get("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET")
         if cid and csecret:
@@ -49,7 +49,7 @@ class InfisicalAuth:
         return None
 
     @classmethod
-    def service_token(cls, token: str) -> "InfisicalAuth":
+    def service_token(cls, token: str) -> InfisicalAuth:
         return cls("service-token", secret=token)
 
 
@@ -72,9 +72,9 @@ class InfisicalClient:
         self.host = api_base(host)
         self.auth = auth
         self.timeout = timeout
-        self._sdk: "InfisicalSDKClient | None" = None
+        self._sdk: InfisicalSDKClient | None = None
 
-    def sdk(self) -> "InfisicalSDKClient":
+    def sdk(self) -> InfisicalSDKClient:
         if self._sdk is None:
             from infisical_sdk import InfisicalSDKClient
 

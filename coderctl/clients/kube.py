@@ -84,7 +84,7 @@ KUSTOMIZATIONS = Resource("kustomize.toolkit.fluxcd.io/v1", "kustomizations")
 IPADDRESSPOOLS = Resource("metallb.io/v1beta1", "ipaddresspools")
 
 
-def _load_configuration(kubeconfig: str | None, context: str | None) -> "Configuration":
+def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
     from kubernetes import config as kconfig
     from kubernetes.client import Configuration
     from kubernetes.config.config_exception import ConfigException
@@ -126,14 +126,14 @@ class KubeClient:
         self.configuration.retries = False
         self.configuration.connection_pool_maxsize = 32  # checks run concurrently; keep their connections
         self.timeout = timeout
-        self._api: "ApiClient | None" = None
+        self._api: ApiClient | None = None
 
     @property
     def host(self) -> str:
         return str(self.configuration.host)
 
     @property
-    def api(self) -> "ApiClient":
+    def api(self) -> ApiClient:
         if self._api is None:
             from kubernetes.client import ApiClient
 

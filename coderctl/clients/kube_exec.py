@@ -88,7 +88,7 @@ def exec_stream(
     stdout: Callable[[bytes], object],
     stdin: Iterable[bytes] | None = None,
     idle_timeout: float | None = None,
-    on_open: Callable[["ClientConnection"], None] | None = None,
+    on_open: Callable[[ClientConnection], None] | None = None,
     close_stdin: bool = True,
 ) -> ExecResult:
     """Run `command` in the pod; hand stdout to `stdout` chunk by chunk as it arrives.

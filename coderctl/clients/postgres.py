@@ -24,7 +24,7 @@ class DatabaseURL:
     params: dict[str, str]
 
     @classmethod
-    def parse(cls, url: str) -> "DatabaseURL":
+    def parse(cls, url: str) -> DatabaseURL:
         parts = urlsplit(url)
         if parts.scheme not in ("postgres", "postgresql"):
             raise UsageError("database URL: scheme must be postgres:// or postgresql://")
@@ -52,7 +52,7 @@ class DatabaseURL:
 
 
 def connect(url: DatabaseURL, *, timeout: float, host: str | None = None, port: int | None = None,
-            ) -> "psycopg.Connection[tuple[object, ...]]":
+            ) -> psycopg.Connection[tuple[object, ...]]:
     """Connect with the URL's credentials; `host`/`port` override where to connect (e.g. a port-forward)."""
     import psycopg
 

@@ -35,7 +35,7 @@ def accept_key(key: str) -> str:
 class WebSocket:
     """An open client WebSocket: whole messages in, messages out, each call bounded by `deadline`."""
 
-    def __init__(self, sock: socket.socket, protocol: "ClientProtocol", initial: bytes,
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol, initial: bytes,
                  response: Response) -> None:
         self.sock = sock
         self.protocol = protocol

@@ -149,7 +149,7 @@ class ClientKeys:
     public: bytes
 
     @classmethod
-    def generate(cls) -> "ClientKeys":
+    def generate(cls) -> ClientKeys:
         from nacl.public import PrivateKey
 
         key = PrivateKey.generate()
@@ -224,7 +224,7 @@ class FrameReader:
         self.max_len = max_len
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[bytes], *, max_len: int = MAX_FRAME_LEN) -> "FrameReader":
+    def from_chunks(cls, chunks: Iterable[bytes], *, max_len: int = MAX_FRAME_LEN) -> FrameReader:
         it = iter(chunks)
         return cls(lambda: next(it, b""), max_len=max_len)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from coderctl.context import App
+from datetime import UTC
 
 
 @click.group()
@@ -18,12 +19,12 @@ def config() -> None:
 def show(app: App, discover: bool) -> int:
     """Print the effective configuration and where each value came from; secrets are masked."""
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from coderctl import render
     from coderctl.config_file import effective
 
-    started_at, start = datetime.now(timezone.utc), time.monotonic()
+    started_at, start = datetime.now(UTC), time.monotonic()
     problems: list[str] = []
     if discover:
         problems = _discover(app)
