@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from coderctl.fsutil import atomic_write_text
 from coderctl.errors import ConfigError
 from coderctl.profile import FIELDS, SECTIONS, Field, Settings
 from coderctl.redact import mask_url
@@ -49,17 +48,7 @@ def write_template(path: Path, *, profile: str, force: bool) -> None:
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; use --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_template(profile))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, render_template(profile), mode=0o600)
 
 
 def display_value(f: Field, value: Any) -> Any:

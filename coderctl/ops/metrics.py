@@ -7,12 +7,11 @@ fire both on a failure and on a success that is too old.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from coderctl.fsutil import atomic_write_text
 from coderctl.errors import UsageError
 
 SUCCESS = (
@@ -87,15 +86,4 @@ def write(path: Path, run: Run) -> None:
     path = path.expanduser()
     if not path.parent.is_dir():
         raise UsageError(f"--metrics-file {path}: directory {path.parent} does not exist")
-    text = render(run, previous_success(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, render(run, previous_success(path)), mode=0o644)

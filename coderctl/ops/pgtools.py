@@ -123,3 +123,33 @@ def split_address(address: str | None, url: DatabaseURL) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise UsageError(f"--db-address {address!r}: expected HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def restore_archive(path: str, fmt: str, *, database: str, env: dict[str, str], flags: tuple[str, ...],
+                    why: str) -> str | None:
+    """Restore a custom (pg_restore) or plain (psql) dump in one transaction with a local client.
+
+    Returns None on success, else the most telling line of the client's error output.
+    """
+    import tempfile
+
+    if fmt == "custom":
+        tool = find("pg_restore", why=why)
+        argv = [tool.path, "-w", "-d", database, *flags, "--exit-on-error", "--single-transaction", path]
+    else:
+        tool = find("psql", why=why)
+        argv = [tool.path, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", path]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                start_new_session=True)
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if code == 0:
+            return None
+        errors.seek(0)
+        lines = [ln.strip() for ln in errors.read(16384).decode("utf-8", "replace").splitlines() if ln.strip()]
+        return next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else f"exit {code}")

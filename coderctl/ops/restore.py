@@ -9,8 +9,6 @@ exact commands.
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -210,27 +208,10 @@ def _restore_into(app: App, db: _Database, path: Path, record: mf.Manifest, prog
                              f"rolled back: {app.redact(pod.error_line(result))}")
         return
     env = pgtools.libpq_env(db.url, host=db.host, port=db.port, connect_timeout=app.timeout)
-    if record.format == "custom":
-        tool = pgtools.find("pg_restore", why="to restore")
-        argv = [tool.path, "-w", "-d", db.url.database, "--clean", "--if-exists", "--single-transaction",
-                "--exit-on-error", str(path)]
-    else:
-        tool = pgtools.find("psql", why="to restore")
-        argv = [tool.path, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", str(path)]
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                start_new_session=True)
-        try:
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-        if code != 0:
-            errors.seek(0)
-            lines = [ln.strip() for ln in errors.read(16384).decode("utf-8", "replace").splitlines() if ln.strip()]
-            reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else f"exit {code}")
-            raise StepFailed(app.redact(f"restore failed (exit {code}), rolled back: {reason}"))
+    reason = pgtools.restore_archive(str(path), record.format, database=db.url.database, env=env,
+                                     flags=("--clean", "--if-exists"), why="to restore")
+    if reason is not None:
+        raise StepFailed(app.redact(f"restore failed, rolled back: {reason}"))
 
 
 # -- Coder's replicas --------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@ and with `--restore-to URL` a real restore into a scratch database whose row cou
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,28 +72,12 @@ def _restore_to(app: App, path: Path, record: mf.Manifest, target: str) -> str:
     url = DatabaseURL.parse(target)
     app.redact.add(url.password, target)
     env = pgtools.libpq_env(url, connect_timeout=app.timeout)
-    if record.format == "custom":
-        tool = pgtools.find("pg_restore", why="to restore into the scratch database")
-        argv = [tool.path, "-w", "-d", url.database, "--no-owner", "--no-privileges", "--exit-on-error",
-                "--single-transaction", str(path)]
-    else:
-        tool = pgtools.find("psql", why="to restore into the scratch database")
-        argv = [tool.path, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", str(path)]
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                start_new_session=True)
-        try:
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if code != 0:
-            errors.seek(0)
-            lines = [ln.strip() for ln in errors.read(16384).decode("utf-8", "replace").splitlines() if ln.strip()]
-            reason = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else f"exit {code}")
-            raise StepFailed(app.redact(f"restore into {url.database} at {url.host}:{url.port} failed: {reason} "
-                                        "(the scratch database must be empty)"))
+    reason = pgtools.restore_archive(str(path), record.format, database=url.database, env=env,
+                                     flags=("--no-owner", "--no-privileges"),
+                                     why="to restore into the scratch database")
+    if reason is not None:
+        raise StepFailed(app.redact(f"restore into {url.database} at {url.host}:{url.port} failed: {reason} "
+                                    "(the scratch database must be empty)"))
     actual = tables.count_direct(app, url, url.host, url.port)
     diffs = tables.differences(record.tables or {}, actual)
     if diffs:
