@@ -6,8 +6,10 @@ Each value is read once per run (App.cached) and an explicitly configured value 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
+from coderctl.clients.infisical import InfisicalAuth, InfisicalClient
 from coderctl.clients.kube import DEPLOYMENTS, SECRETS
 from coderctl.context import App
 from coderctl.errors import CoderctlError
@@ -93,3 +95,66 @@ def database_url(app: App) -> str:
     if ref["key"] not in data:
         raise DiscoveryError(f"Secret {ref['name']} has no key {ref['key']}")
     return data[ref["key"]]
+
+
+@dataclass(frozen=True)
+class InfisicalTarget:
+    """Where the operator reads the deployment's secrets, and with which credentials Secret."""
+
+    host: str
+    environment: str
+    path: str
+    project: str | None
+    token_secret: tuple[str, str] | None  # (namespace, name)
+    token_key: str
+
+
+def infisical_target(app: App) -> InfisicalTarget:
+    """The InfisicalSecret's hostAPI, secretsScope and token reference; configured values win."""
+    from coderctl.clients.kube import INFISICALSECRETS
+
+    s = app.settings
+    obj = app.cached("infisicalsecret-raw",
+                     lambda: app.kube().get(INFISICALSECRETS, s.infisical_secret, app.namespace))
+    spec = obj.get("spec") or {}
+    auth = spec.get("authentication") or {}
+    token = (auth.get("serviceToken") or {})
+    scope = token.get("secretsScope") or (auth.get("universalAuth") or {}).get("secretsScope") or {}
+    ref = token.get("serviceTokenSecretReference") or {}
+    secret = (ref.get("secretNamespace") or app.namespace, ref["secretName"]) if ref.get("secretName") else None
+    if s.infisical_token_secret:
+        ns, _, name = str(s.infisical_token_secret).rpartition("/")
+        secret = (ns or app.namespace, name)
+    return InfisicalTarget(
+        host=str(s.infisical_host or spec.get("hostAPI") or "https://app.infisical.com/api"),
+        environment=str(s.infisical_environment or scope.get("envSlug") or "prod"),
+        path=str(s.infisical_path or scope.get("secretsPath") or "/"),
+        project=s.infisical_project or scope.get("projectId") or None,
+        token_secret=secret,
+        token_key="infisicalToken",
+    )
+
+
+def infisical_client(app: App) -> tuple[InfisicalClient, str]:
+    """A client with credentials from the environment, else the operator's own service token; and the project."""
+    import os
+
+    target = infisical_target(app)
+    auth = InfisicalAuth.from_env(os.environ)
+    if auth is None:
+        if target.token_secret is None:
+            raise DiscoveryError("no Infisical credentials: set INFISICAL_UNIVERSAL_AUTH_CLIENT_ID/_SECRET or "
+                                 "INFISICAL_TOKEN, or reference a service token in the InfisicalSecret")
+        ns, name = target.token_secret
+        token = secret_data(app, name, ns).get(target.token_key)
+        if not token:
+            raise DiscoveryError(f"Secret {ns}/{name} has no {target.token_key}")
+        auth = InfisicalAuth.service_token(token)
+    app.redact.add(auth.secret)
+    client = InfisicalClient(target.host, auth, timeout=app.timeout)
+    project = target.project
+    if project is None:
+        if auth.kind != "service-token":
+            raise DiscoveryError("the Infisical project id is unknown: set infisical_project")
+        project = client.service_token_project()
+    return client, project

@@ -93,6 +93,17 @@ class InfisicalClient:
             self._sdk = sdk
         return self._sdk
 
+    def service_token_project(self) -> str:
+        """The project a service token belongs to (service tokens carry no project id of their own)."""
+        try:
+            details = self.sdk().api.session.get(f"{self.host}/api/v2/service-token")
+            details.raise_for_status()
+            return str(details.json().get("projectId") or details.json()["workspace"])
+        except InfisicalError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, "read the service token's project") from None
+
     def get_secret(self, name: str, *, project_id: str, environment: str, path: str,
                    version: int | None = None) -> str:
         try:

@@ -49,15 +49,29 @@ def show(app: App, discover: bool) -> int:
 
 
 def _discover(app: App) -> list[str]:
+    from collections.abc import Callable
+
     from coderctl import discovery
 
+    def infisical(field: str) -> Callable[[App], object]:
+        def read(a: App) -> object:
+            target = discovery.infisical_target(a)
+            if field == "token_secret":
+                return "/".join(target.token_secret) if target.token_secret else None
+            return getattr(target, field)
+        return read
+
+    readers: list[tuple[str, Callable[[App], object]]] = [
+        ("access_url", discovery.access_url), ("wildcard_url", discovery.wildcard_url),
+        ("database_url", discovery.database_url),
+    ]
+    readers += [(f"infisical_{f}", infisical(f)) for f in ("host", "environment", "path", "token_secret")]
     problems: list[str] = []
-    for key, fn in (("access_url", discovery.access_url), ("wildcard_url", discovery.wildcard_url),
-                    ("database_url", discovery.database_url)):
+    for key, read in readers:
         if app.settings.values[key].value:
             continue
         try:
-            value = fn(app)
+            value = read(app)
         except Exception as exc:
             problems.append(f"{key}: {app.redact(str(exc))}")
             continue
