@@ -14,9 +14,9 @@ from typing import Literal
 from coderctl import discovery
 from coderctl.clients.kube import STATEFULSETS, KubeNotFound
 from coderctl.clients.kube_exec import exec_stream
-from coderctl.clients.postgres import DatabaseURL
+from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
-from coderctl.errors import CoderctlError, UsageError
+from coderctl.errors import CoderctlError
 
 Via = Literal["exec", "direct"]
 
@@ -90,12 +90,7 @@ def _direct(app: App, url: DatabaseURL, address: str | None) -> Login:
 
     from coderctl.clients.postgres import connect
 
-    host, port = url.host, url.port
-    if address:
-        host, _, port_text = address.rpartition(":") if ":" in address else (address, "", "")
-        if not port_text.isdigit():
-            raise UsageError(f"--db-address {address!r}: expected HOST:PORT")
-        port = int(port_text)
+    host, port = split_address(address, url)
     try:
         with connect(url, timeout=app.timeout, host=host, port=port) as conn:
             row = conn.execute(QUERY).fetchone()

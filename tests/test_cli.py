@@ -209,3 +209,9 @@ def test_configuration_doc_is_current() -> None:
         sys.path.pop(0)
     current = gen_config_doc.DOC.read_text()
     assert gen_config_doc.render(current) == current, "docs/configuration.md is stale: python scripts/gen_config_doc.py"
+
+
+def test_malformed_db_address_is_a_usage_error() -> None:
+    r = run_cli("verify", "--only", "network", "--access-url", "https://x.test", "--via", "direct",
+                "--db-address", "nohostport")
+    assert r.code == 2 and "--db-address 'nohostport'" in r.stderr

@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.base import Outcome, SkipCheck, check, fail, ok, warn
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
 from coderctl.database import login, server_ssl_from_statefulset
@@ -77,7 +77,10 @@ def _explain(error: str, url: DatabaseURL) -> str:
 def database_connect(app: App) -> Outcome:
     """A login with the URL's user, password and database: by exec of psql in the PostgreSQL pod (default), or
     directly (--via direct, --db-address HOST:PORT)."""
-    url = DatabaseURL.parse(discovery.database_url(app))
+    try:
+        url = DatabaseURL.parse(discovery.database_url(app))
+    except UsageError:
+        raise SkipCheck("the database URL does not parse (secret.consistency)") from None
     result = login(app, app.settings.db_via, app.settings.db_address)
     data: dict[str, object] = {"via": result.via, "user": url.user, "database": url.database}
     if not result.ok:

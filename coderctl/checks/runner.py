@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from coderctl.checks.base import PASSING, Check, CheckResult, Outcome, Status
 from coderctl.checks.errors import outcome_for
-from coderctl.errors import UsageError
+from coderctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from coderctl.context import App
@@ -39,7 +39,7 @@ class _Run:
         start = time.monotonic()
         try:
             outcome = check.fn(self.app)
-        except UsageError as exc:
+        except ConfigError as exc:
             with self.lock:
                 self.fatal = self.fatal or exc
             outcome = outcome_for(exc)

@@ -64,3 +64,16 @@ def connect(url: DatabaseURL, *, timeout: float, host: str | None = None, port: 
     if "sslmode" in url.params:
         kwargs["sslmode"] = url.params["sslmode"]
     return psycopg.connect(**kwargs)  # type: ignore[arg-type]
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`--db-address HOST:PORT` (`[::1]:5432` for IPv6)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--db-address {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def split_address(address: str | None, url: DatabaseURL) -> tuple[str, int]:
+    """`--db-address HOST:PORT` (e.g. a kubectl port-forward), else the URL's host and port."""
+    return parse_address(address) if address else (url.host, url.port)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from coderctl import __version__, discovery
-from coderctl.clients.postgres import DatabaseURL
+from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode
 from coderctl.ops import dump, metrics, pgtools, pod
@@ -227,7 +227,7 @@ def _prepare(app: App, opts: CreateOptions) -> _Source:
     if opts.via == "exec":
         t = pod.target(app, url)
         return _Source("exec", url, t.describe(), target=t)
-    host, port = pgtools.split_address(opts.db_address, url)
+    host, port = split_address(opts.db_address, url)
     major, version = dump.server_major(app, url, host, port)
     tool = pgtools.find("pg_dump", at_least=major, prefer="oldest", why=f"the server runs PostgreSQL {version}")
     return _Source("direct", url, f"database {url.database} as {url.user} at {host}:{port} with {tool.path} "

@@ -113,18 +113,6 @@ def libpq_env(url: DatabaseURL, *, host: str | None = None, port: int | None = N
     return env
 
 
-def split_address(address: str | None, url: DatabaseURL) -> tuple[str, int]:
-    """`--db-address HOST:PORT` (e.g. a kubectl port-forward), else the URL's host and port."""
-    from coderctl.errors import UsageError
-
-    if not address:
-        return url.host, url.port
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError(f"--db-address {address!r}: expected HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 def restore_archive(path: str, fmt: str, *, database: str, env: dict[str, str], flags: tuple[str, ...],
                     why: str) -> str | None:
     """Restore a custom (pg_restore) or plain (psql) dump in one transaction with a local client.

@@ -18,7 +18,7 @@ from typing import Any
 from coderctl import discovery
 from coderctl.clients.kube import DEPLOYMENTS, PODS
 from coderctl.clients.kube_exec import ExecStreamBroken
-from coderctl.clients.postgres import DatabaseURL
+from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode
 from coderctl.ops import backup, pgtools, pod, tables
@@ -180,7 +180,7 @@ def _database(app: App, opts: RestoreOptions) -> _Database:
     app.redact.add(url.password)
     if opts.via == "exec":
         return _Database(url, "exec", target=pod.target(app, url))
-    host, port = pgtools.split_address(opts.db_address, url)
+    host, port = split_address(opts.db_address, url)
     return _Database(url, "direct", host=host, port=port)
 
 

@@ -29,6 +29,10 @@ def verify(app: App, only: tuple[str, ...], skip: tuple[str, ...], strict: bool,
     from coderctl.profile import override
 
     override(app.settings, {"db_via": via, "db_address": db_address})
+    if app.settings.db_address:
+        from coderctl.clients.postgres import parse_address
+
+        parse_address(app.settings.db_address)
     checks = select(only, skip)
     if list_only:
         if app.output == "json":
