@@ -392,6 +392,8 @@ class FakeCoder:
             await self._serve(reader, writer)
         except (ConnectionError, _Eof, asyncio.IncompleteReadError, df.FrameError, TimeoutError):
             pass
+        except asyncio.CancelledError:  # shutdown; ending quietly keeps asyncio from logging the cancelled task
+            pass
         except Exception as exc:  # noqa: BLE001 - a bug in the fake: kept for tests to see
             self.errors.append(exc)
         finally:
