@@ -156,3 +156,20 @@ def test_direct_needs_a_reachable_database(lab: Lab, tmp_path: Path) -> None:
     r, _ = create(lab, tmp_path / "b", "--via", "direct", "--database-url", url)
     assert r.code == 1 and "cannot connect to 127.0.0.1:1" in r.stderr
     assert files(tmp_path / "b") == []
+
+
+def test_database_url_without_password_takes_pgpassword(lab, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import quote
+
+    from clirun import run_cli
+
+    url = lab.postgres.url().replace(f":{quote(lab.postgres.user_password, safe='')}@", "@")
+    assert lab.postgres.user_password not in url
+    r = run_cli(*lab.args("-o", "json"), "backup", "create", "--via", "direct", "--database-url", url,
+                "--output-dir", str(tmp_path / "b"), env={"PGPASSWORD": lab.postgres.user_password})
+    assert r.code == 0, r.output
+    assert "warning" not in r.stderr
+    lab.assert_no_secrets(r.stdout, r.stderr)
+    r = run_cli(*lab.args("-o", "json"), "backup", "create", "--via", "direct", "--database-url", lab.postgres.url(),
+                "--output-dir", str(tmp_path / "c"))
+    assert r.code == 0 and "visible to other users in the process list" in r.stderr

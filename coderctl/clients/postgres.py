@@ -57,10 +57,12 @@ def connect(url: DatabaseURL, *, timeout: float, host: str | None = None, port: 
     import psycopg
 
     kwargs: dict[str, object] = {
-        "host": host or url.host, "port": port or url.port, "user": url.user, "password": url.password,
+        "host": host or url.host, "port": port or url.port, "user": url.user,
         "dbname": url.database, "connect_timeout": max(1, int(timeout + 0.5)),
         "application_name": "coderctl",
     }
+    if url.password:  # else libpq takes PGPASSWORD or ~/.pgpass
+        kwargs["password"] = url.password
     if "sslmode" in url.params:
         kwargs["sslmode"] = url.params["sslmode"]
     return psycopg.connect(**kwargs)  # type: ignore[arg-type]

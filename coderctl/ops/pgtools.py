@@ -100,13 +100,19 @@ def find(name: str, *, at_least: int | None = None, prefer: str = "newest", why:
 
 def libpq_env(url: DatabaseURL, *, host: str | None = None, port: int | None = None,
               connect_timeout: float = 10) -> dict[str, str]:
-    """The process environment for a client program: inherited, minus any PG* variable, plus the URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """The process environment for a client program: inherited, minus any PG* variable, plus the URL.
+
+    A URL without a password keeps the caller's PGPASSWORD and PGPASSFILE (the way to keep a password off
+    the command line when the URL is given as an option)."""
+    kept = {"PGPASSWORD", "PGPASSFILE"} if not url.password else set()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k in kept}
     env.update({
         "PGHOST": host or url.host, "PGPORT": str(port or url.port), "PGUSER": url.user,
-        "PGDATABASE": url.database, "PGPASSWORD": url.password, "PGAPPNAME": "coderctl",
+        "PGDATABASE": url.database, "PGAPPNAME": "coderctl",
         "PGCONNECT_TIMEOUT": str(max(2, int(connect_timeout + 0.5))),
     })
+    if url.password:
+        env["PGPASSWORD"] = url.password
     for param, var in _URL_PARAMS.items():
         if param in url.params:
             env[var] = url.params[param]

@@ -25,7 +25,8 @@ def database_options(fn: F) -> F:
     @click.option("--via", type=click.Choice(["exec", "direct"]), default="exec", show_default=True,
                   help="run pg_dump/pg_restore in the PostgreSQL pod (exec) or locally against the database URL")
     @click.option("--database-url", metavar="URL", default=None,
-                  help="database URL [default: CODERCTL_DATABASE_URL, else the Secret Coder uses]")
+                  help="database URL, best without its password (PGPASSWORD or ~/.pgpass supply it; a password "
+                       "here shows in the process list) [default: CODERCTL_DATABASE_URL, else the Secret Coder uses]")
     @click.option("--db-address", metavar="HOST:PORT", default=None,
                   help="with --via direct: where to connect (e.g. a kubectl port-forward) [default: the URL's host]")
     @functools.wraps(fn)
@@ -37,6 +38,11 @@ def database_options(fn: F) -> F:
         override(app.settings, {"database_url": database_url, "db_address": db_address})
         if database_url:
             app.redact.add(database_url)
+            from coderctl.clients.postgres import DatabaseURL
+
+            if DatabaseURL.parse(database_url).password:
+                click.echo("coderctl: warning: the password in --database-url is visible to other users in the "
+                           "process list; prefer CODERCTL_DATABASE_URL or PGPASSWORD", err=True)
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
