@@ -34,6 +34,15 @@ class Outcome:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+class Conclusion(Exception):
+    """Raised by a helper that already knows a check's outcome (no access URL, say), so the check function
+    does not have to pass it up by hand; the runner reports the outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
 class SkipCheck(Exception):
     """Raised inside a check when what it reads is missing for a reason another check reports."""
 

@@ -55,9 +55,8 @@ def options(app: App) -> DerpOptions:
     return app.cached("derp-options", DerpOptions)  # type: ignore[no-any-return]
 
 
-def relay_url(app: App) -> str | Outcome:
-    url = resolve_access_url(app)
-    return url if isinstance(url, Outcome) else url.rstrip("/") + "/derp"
+def relay_url(app: App) -> str:
+    return resolve_access_url(app).rstrip("/") + "/derp"
 
 
 @dataclass
@@ -198,8 +197,6 @@ def derp_relay(app: App) -> Outcome:
     """GET /derp without an upgrade: the relay answers 426 "DERP requires connection upgrade", which proves
     the request reached a relay and not a default backend or an error page."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     resp = plain_get(app, url)
     if isinstance(resp, str):
         return fail(f"GET {url}: {resp}", "see http.healthz for the path to Coder")
@@ -219,8 +216,6 @@ def derp_upgrade(app: App) -> Outcome:
     """`Upgrade: DERP`: 101, Derp-Version 2, Derp-Public-Key, then the ServerKey frame with the magic and the
     same key; time to the first frame."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     return _greeting_outcome(attempt(app, url, "derp"), url)
 
 
@@ -229,8 +224,6 @@ def derp_websocket(app: App) -> Outcome:
     """WebSocket upgrade of /derp with subprotocol `derp`, then the same ServerKey frame in binary
     messages."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     return _greeting_outcome(attempt(app, url, "websocket"), url)
 
 
@@ -239,8 +232,6 @@ def derp_login(app: App) -> Outcome:
     """ClientInfo (a fresh Curve25519 key, NaCl box) → ServerInfo opened with the server's key, then
     Ping → Pong; on Upgrade: DERP when it works, else over WebSocket."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     transport = working_transport(app, url)
     if transport is None:
         return skip("no transport reaches the relay (derp.verdict)")
@@ -268,8 +259,6 @@ def derp_keys(app: App) -> Outcome:
     """--count connections at once: one server key on all of them, else several relays answer for one name
     without a mesh (clients connected to different ones cannot reach each other)."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     transport = working_transport(app, url)
     if transport is None:
         return skip("no transport reaches the relay (derp.verdict)")
@@ -315,8 +304,6 @@ def derp_latency_check(app: App) -> Outcome:
     """GET /derp/latency-check --count times on one kept-alive connection: 200 each time; min/median/max of
     the request round trip."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     target = url + "/latency-check"
     try:
         responses = timed_gets(app.http(), target, options(app).count)
@@ -344,8 +331,6 @@ def derp_hold(app: App) -> Outcome:
     if hold <= 0:
         return skip("off (coderctl probe derp --hold 70 keeps a connection idle past the 60 s proxy timeout)")
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     transport = working_transport(app, url)
     if transport is None:
         return skip("no transport reaches the relay (derp.verdict)")
@@ -371,8 +356,6 @@ def derp_verdict(app: App) -> Outcome:
     """Both transports → ok; WebSocket only → warn (Coder's EDERP01) with the fix; neither → fail with what
     answered at each step."""
     url = relay_url(app)
-    if isinstance(url, Outcome):
-        return url
     working_transport(app, url)
     raw, ws = attempt(app, url, "derp"), attempt(app, url, "websocket")
     plain = plain_get(app, url)

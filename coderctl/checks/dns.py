@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coderctl.checks import cloudflare
-from coderctl.checks.base import Outcome, check, fail, ok, warn
+from coderctl.checks.base import Conclusion, Outcome, check, fail, ok, warn
 from coderctl.checks.network import resolve_access_url, sample_host, wildcard_pattern
 from coderctl.clients.dns import Nameserver
 from coderctl.clients.dns_lookup import Asker, Lookup, lookup, zone_of
@@ -46,9 +46,16 @@ def primary(app: App) -> Asker | None:
     return found[0] if found else None
 
 
-def access_host(app: App) -> str | Outcome:
-    url = resolve_access_url(app)
-    return url if isinstance(url, Outcome) else Target.parse(url).host
+def optional_wildcard_pattern(app: App) -> str | None:
+    """The wildcard pattern when there is one: checks that only add it to their sample carry on without."""
+    try:
+        return wildcard_pattern(app)
+    except Conclusion:
+        return None
+
+
+def access_host(app: App) -> str:
+    return Target.parse(resolve_access_url(app)).host
 
 
 def cached_lookup(app: App, asker: Asker, name: str, rdtype: str = "A") -> Lookup:
@@ -109,8 +116,6 @@ def dns_access_host(app: App) -> Outcome:
     """A and AAAA of the access host with the CNAME chain (a `*.cfargotunnel.com` target is the Cloudflare
     tunnel); NXDOMAIN, SERVFAIL and timeouts named as such."""
     host = access_host(app)
-    if isinstance(host, Outcome):
-        return host
     a = first_definite(app, host, "A")
     if a is None:
         return fail("no nameserver to ask", "pass --nameserver")
@@ -133,11 +138,7 @@ def dns_access_host(app: App) -> Outcome:
 def dns_wildcard(app: App) -> Outcome:
     """Two random labels under the wildcard domain resolve, to the same target as the access host."""
     pattern = wildcard_pattern(app)
-    if isinstance(pattern, Outcome):
-        return pattern
     host = access_host(app)
-    if isinstance(host, Outcome):
-        return host
     *samples, access = at_once(app, [sample_host(app, pattern, 0), sample_host(app, pattern, 1), host])
     if access is None or any(s is None for s in samples):
         return fail("no nameserver to ask", "pass --nameserver")
@@ -203,11 +204,9 @@ def dns_consistency(app: App) -> Outcome:
     configured) give the same first answer for the access host and a wildcard host; each disagreement is
     shown per server."""
     host = access_host(app)
-    if isinstance(host, Outcome):
-        return host
     names = [host]
-    pattern = wildcard_pattern(app)
-    if isinstance(pattern, str):
+    pattern = optional_wildcard_pattern(app)
+    if pattern:
         names.append(sample_host(app, pattern))
     servers = _all_servers(app, host)
     if not servers:
@@ -273,14 +272,12 @@ def dns_ownership(app: App) -> Outcome:
     """The TXT records ExternalDNS's registry writes next to the records it owns, for the access host and
     the wildcard; without them ExternalDNS does not update (or delete) those records."""
     host = access_host(app)
-    if isinstance(host, Outcome):
-        return host
     asker = primary(app)
     if asker is None:
         return fail("no nameserver to ask", "pass --nameserver")
     records = [cached_lookup(app, asker, host)]
-    pattern = wildcard_pattern(app)
-    if isinstance(pattern, str):
+    pattern = optional_wildcard_pattern(app)
+    if pattern:
         wildcard = cached_lookup(app, asker, sample_host(app, pattern))
         records.append(Lookup(wildcard.server, pattern, "A", chain=[pattern], first_hop=wildcard.first_hop))
     owners = {r.name: _owner(app, asker, r) for r in records if r.first_hop and r.outcome == "NOERROR"}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from coderctl.checks.base import Outcome, SkipCheck, Status
+from coderctl.checks.base import Conclusion, Outcome, SkipCheck, Status
 from coderctl.clients.kube import KubeForbidden, KubeUnreachable
 from coderctl.errors import CoderctlError
 
 
 def outcome_for(exc: Exception) -> Outcome:
+    if isinstance(exc, Conclusion):
+        return exc.outcome
     if isinstance(exc, SkipCheck):
         return Outcome(Status.SKIP, str(exc))
     if isinstance(exc, KubeForbidden):

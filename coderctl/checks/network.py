@@ -11,7 +11,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, check, fail, ok, skip, warn
+from coderctl.checks.base import Conclusion, Outcome, check, fail, ok, skip, warn
 from coderctl.clients.http import Response, Target, describe_error
 from coderctl.clients.kube import KubeError
 from coderctl.context import App
@@ -20,34 +20,34 @@ from coderctl.errors import ConfigError
 PROBE_LABEL = "coderctl-probe"
 
 
-def resolve_access_url(app: App) -> str | Outcome:
-    """The access URL, or the Outcome explaining why there is none."""
+def resolve_access_url(app: App) -> str:
+    """The access URL; without one, the check concludes with the reason."""
     try:
         url = discovery.access_url(app)
     except KubeError as exc:
-        return skip(f"no --access-url given and it could not be discovered: {exc}")
+        raise Conclusion(skip(f"no --access-url given and it could not be discovered: {exc}")) from None
     if not url:
-        return fail("CODER_ACCESS_URL is not set on the Coder Deployment (Coder's EACS01)",
-                    "set CODER_ACCESS_URL (coder.env in the HelmRelease values) to the public https URL")
+        raise Conclusion(fail("CODER_ACCESS_URL is not set on the Coder Deployment (Coder's EACS01)",
+                    "set CODER_ACCESS_URL (coder.env in the HelmRelease values) to the public https URL"))
     return url
 
 
-def wildcard_pattern(app: App) -> str | Outcome:
+def wildcard_pattern(app: App) -> str:
     """The wildcard host pattern (`*.xuperson.org`) from the configuration or the Coder Deployment."""
     try:
         raw = discovery.wildcard_url(app)
     except (KubeError, ConfigError) as exc:
-        return skip("no wildcard URL configured (--wildcard-url, CODERCTL_WILDCARD_URL or wildcard_url "
-                    f"in the profile) and none discovered: {exc}")
+        raise Conclusion(skip("no wildcard URL configured (--wildcard-url, CODERCTL_WILDCARD_URL or wildcard_url "
+                              f"in the profile) and none discovered: {exc}")) from None
     if not raw:
-        return fail("CODER_WILDCARD_ACCESS_URL is not set: workspace apps on subdomains cannot work "
-                    "(\"Your admin has not configured subdomain application access\")",
-                    "set CODER_WILDCARD_ACCESS_URL (e.g. *.xuperson.org) in the HelmRelease values, with "
-                    "a wildcard Ingress, DNS record and certificate for it")
+        raise Conclusion(fail("CODER_WILDCARD_ACCESS_URL is not set: workspace apps on subdomains cannot work "
+                              "(\"Your admin has not configured subdomain application access\")",
+                              "set CODER_WILDCARD_ACCESS_URL (e.g. *.xuperson.org) in the HelmRelease values, "
+                              "with a wildcard Ingress, DNS record and certificate for it"))
     host = urlsplit(raw if "://" in raw else f"//{raw}").hostname or ""
     first, _, parent = host.partition(".")
     if "*" not in first or not parent:
-        return fail(f"wildcard URL {raw!r} is not of the form *.domain", "set it like *.xuperson.org")
+        raise Conclusion(fail(f"wildcard URL {raw!r} is not of the form *.domain", "set it like *.xuperson.org"))
     return host
 
 
@@ -93,8 +93,6 @@ def answer_data(resp: Response) -> dict[str, object]:
 def http_healthz(app: App) -> Outcome:
     """GET <access URL>/healthz: 200 with body OK from Coder (EACS03/EACS04), and which hop answered."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     target = url.rstrip("/") + "/healthz"
     try:
         resp = app.http().request("GET", target)
@@ -128,8 +126,6 @@ def http_buildinfo(app: App) -> Outcome:
     """GET <access URL>/api/v2/buildinfo: the version Coder runs against `expected_coder_version`, and the
     dashboard URL Coder believes in against the access URL."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     target = url.rstrip("/") + "/api/v2/buildinfo"
     try:
         resp = app.http().request("GET", target)
@@ -166,11 +162,7 @@ def http_wildcard(app: App) -> Outcome:
     """GET https://<random label>.<wildcard domain>/: answered by Coder (its X-Coder-Build-Version header),
     not by the ingress's default backend or an error page."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     pattern = wildcard_pattern(app)
-    if isinstance(pattern, Outcome):
-        return pattern
     target = url_for_host(url, sample_host(app, pattern))
     try:
         resp = app.http().request("GET", target)

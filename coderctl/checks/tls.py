@@ -135,8 +135,6 @@ def tls_access_url(app: App) -> Outcome:
     """TLS handshake with the access host: chain against the system roots or --ca-file, host name, TLS
     version, days left (warn under 21, fail under 7)."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     if Target.parse(url).scheme != "https":
         return skip(f"the access URL {url} is not https")
     try:
@@ -176,11 +174,7 @@ def tls_wildcard(app: App) -> Outcome:
     """TLS handshake with SNI = a random host under the wildcard: the certificate must cover it. A wildcard
     two or more labels below a Cloudflare zone is flagged: Universal SSL covers one level only."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     pattern = wildcard_pattern(app)
-    if isinstance(pattern, Outcome):
-        return pattern
     if Target.parse(url).scheme != "https":
         return skip(f"the access URL {url} is not https")
     host_url = url_for_host(url, sample_host(app, pattern))

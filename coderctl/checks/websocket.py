@@ -87,8 +87,6 @@ def ws_upgrade(app: App) -> Outcome:
     health check) must open and echo a message; without: the relay's WebSocket endpoint (/derp,
     subprotocol derp) must open. Reports the handshake time."""
     url = resolve_access_url(app)
-    if isinstance(url, Outcome):
-        return url
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         return _relay_websocket(app, url)
