@@ -6,6 +6,7 @@ Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like sc
 --size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run:
 
   raw pg_dump -Fc -f FILE                              vs  coderctl backup create --via direct
+  (raw pg_dump -Fc -Z1 -f FILE, coderctl's default compression level, is shown for reference)
   kubectl exec ... -- pg_dump -Fc > FILE (lab API)     vs  coderctl backup create --via exec
 
 coderctl runs as a real process (its start-up counts); its peak RSS is sampled every 20 ms with psutil
@@ -132,6 +133,8 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, no_verify:
     script = 'PGPASSWORD="$POSTGRES_PASSWORD" exec pg_dump -Fc -U coder -d coder'
     commands: dict[str, Any] = {
         "pg_dump -Fc -f FILE": lambda out: run([pg_dump, "-Fc", "-f", str(out / "raw.dump")], env=pg_env),
+        "pg_dump -Fc -Z1 -f FILE": lambda out: run([pg_dump, "-Fc", "-Z1", "-f", str(out / "raw1.dump")],
+                                                   env=pg_env),
         "coderctl backup create --via direct": lambda out: run(
             [*coderctl, "backup", "create", "--via", "direct", "--database-url", pg.url(), "--output-dir",
              str(out)], env=env, sample=True),

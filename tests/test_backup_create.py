@@ -173,3 +173,20 @@ def test_database_url_without_password_takes_pgpassword(lab, tmp_path, monkeypat
     r = run_cli(*lab.args("-o", "json"), "backup", "create", "--via", "direct", "--database-url", lab.postgres.url(),
                 "--output-dir", str(tmp_path / "c"))
     assert r.code == 0 and "visible to other users in the process list" in r.stderr
+
+
+def test_compression_level_reaches_pg_dump_and_the_manifest(lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from clirun import run_cli
+
+    sizes = {}
+    for level in ("0", "6"):
+        out = tmp_path / level
+        r = run_cli(*lab.args("-o", "json"), "backup", "create", "--compress", level, "--output-dir", str(out))
+        assert r.code == 0, r.output
+        manifest = _json.loads(next(out.glob("*.json")).read_text())
+        assert manifest["compression"] == int(level)
+        sizes[level] = manifest["size"]
+    assert sizes["0"] > sizes["6"] * 2
+    assert run_cli(*lab.args(), "backup", "create", "--compress", "10").code == 2

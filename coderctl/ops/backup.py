@@ -35,6 +35,7 @@ class CreateOptions:
     output_dir: Path
     via: str = "exec"
     fmt: str = "custom"
+    compress: int = dump.DEFAULT_COMPRESSION
     verify: bool = True
     metrics_file: Path | None = None
     db_address: str | None = None
@@ -175,10 +176,11 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         started = time.monotonic()
         coder = _Background(lambda: coder_version(app))
         if source.target is not None:
-            dump.via_exec(app, source.target, opts.fmt, sink)
+            dump.via_exec(app, source.target, opts.fmt, sink, opts.compress)
         else:
             assert source.pg_dump is not None
-            dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink)
+            dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink,
+                            opts.compress)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
     with journal.step("verify") as step:
@@ -194,7 +196,8 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         server_version=(facts.server_version if facts else None) or source.server_version,
         pg_dump_version=(facts.pg_dump_version if facts else None) or (
             source.pg_dump.version if source.pg_dump else None),
-        coder_version=version, source=_source_record(source), tables=facts.tables if facts else None,
+        coder_version=version, compression=opts.compress if opts.fmt == "custom" else None,
+        source=_source_record(source), tables=facts.tables if facts else None,
         coderctl=__version__,
     )
     with journal.step("commit") as step:

@@ -22,12 +22,20 @@ from coderctl.ops.journal import StepFailed
 
 Sink = Callable[[bytes], None]
 FORMAT_ARGS = {"custom": ["-Fc"], "plain": ["-Fp", "--clean", "--if-exists"]}
+DEFAULT_COMPRESSION = 1
+"""zlib level of custom archives. pg_dump's own default (6) takes about twice the time of level 1 for
+archives ~15 % smaller (measured on the lab's Coder-like data); a backup taken during an incident, or before
+a risky change, should be quick."""
 
 
-def via_exec(app: App, t: pod.Target, fmt: str, sink: Sink) -> None:
+def dump_args(fmt: str, compress: int) -> list[str]:
+    return [*FORMAT_ARGS[fmt], "-Z", str(compress)] if fmt == "custom" else FORMAT_ARGS[fmt]
+
+
+def via_exec(app: App, t: pod.Target, fmt: str, sink: Sink, compress: int = DEFAULT_COMPRESSION) -> None:
     try:
         # stdin stays open: its end tells the in-pod watcher to stop pg_dump (see pod.DUMP).
-        result = pod.run(app, t, pod.DUMP, fmt, stdout=sink, close_stdin=False)
+        result = pod.run(app, t, pod.DUMP, fmt, str(compress), stdout=sink, close_stdin=False)
     except ExecStreamBroken as exc:
         raise StepFailed(str(exc)) from None
     if not result.ok:
@@ -65,10 +73,10 @@ def server_major(app: App, url: DatabaseURL, host: str, port: int) -> tuple[int,
 
 
 def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.Tool, fmt: str,
-               sink: Sink) -> None:
+               sink: Sink, compress: int = DEFAULT_COMPRESSION) -> None:
     env = pgtools.libpq_env(url, host=host, port=port, connect_timeout=app.timeout)
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([tool.path, "-w", *FORMAT_ARGS[fmt]], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([tool.path, "-w", *dump_args(fmt, compress)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=errors, env=env, start_new_session=True)
         try:
             assert proc.stdout is not None

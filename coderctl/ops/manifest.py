@@ -44,6 +44,7 @@ class Manifest:
     server_version: str | None = None
     pg_dump_version: str | None = None
     coder_version: str | None = None
+    compression: int | None = None
     source: dict[str, str] = field(default_factory=dict)
     tables: dict[str, int] | None = None
     coderctl: str = ""

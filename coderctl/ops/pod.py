@@ -49,12 +49,12 @@ tool() {
 }
 """
 
-# $4 format. pg_dump runs in the background while a watcher reads the exec's stdin, which coderctl keeps
-# open: when the stream goes away (coderctl interrupted, connection lost) stdin ends and the watcher stops
-# pg_dump, so no dump keeps running in the pod.
+# $4 format, $5 compression level (custom format). pg_dump runs in the background while a watcher reads the
+# exec's stdin, which coderctl keeps open: when the stream goes away (coderctl interrupted, connection lost)
+# stdin ends and the watcher stops pg_dump, so no dump keeps running in the pod.
 DUMP = CREDENTIALS + r"""
 P=$(tool pg_dump) || exit 127
-case "$4" in custom) set -- -Fc ;; *) set -- -Fp --clean --if-exists ;; esac
+case "$4" in custom) set -- -Fc -Z "${5:-1}" ;; *) set -- -Fp --clean --if-exists ;; esac
 exec 3<&0 </dev/null
 "$P" -w -U "$U" -d "$D" "$@" 3<&- &
 DUMP=$!

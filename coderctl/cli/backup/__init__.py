@@ -79,11 +79,14 @@ def _now() -> tuple[datetime, float]:
               help="where to write [default: backup_dir setting, else $XDG_DATA_HOME/coderctl/backups]")
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True,
               help="pg_dump archive (-Fc, compressed) or plain SQL")
+@click.option("--compress", type=click.IntRange(0, 9), default=1, show_default=True, metavar="0-9",
+              help="zlib level of the custom archive: 1 takes about half the time of pg_dump's default 6 for "
+                   "an archive ~15% larger")
 @click.option("--no-verify", is_flag=True, help="do not read the dump back (no row counts in the manifest)")
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="write Prometheus textfile metrics here (node_exporter textfile collector)")
 @click.pass_obj
-def create(app: App, via: str, output_dir: Path | None, fmt: str, no_verify: bool,
+def create(app: App, via: str, output_dir: Path | None, fmt: str, compress: int, no_verify: bool,
            metrics_file: Path | None) -> int:
     """Dump the Coder database to DIR/DATABASE-TIME.dump with a manifest, checked before it gets its name.
 
@@ -96,7 +99,8 @@ def create(app: App, via: str, output_dir: Path | None, fmt: str, no_verify: boo
     from coderctl.ops.backup import create as run
 
     started_at, start = _now()
-    opts = CreateOptions(output_dir=_dir(app, output_dir), via=via, fmt=fmt, verify=not no_verify,
+    opts = CreateOptions(output_dir=_dir(app, output_dir), via=via, fmt=fmt, compress=compress,
+                         verify=not no_verify,
                          metrics_file=metrics_file, db_address=app.settings.db_address)
     with render.TransferProgress(f"pg_dump via {via}", enabled=app.output == "text") as bar:
         outcome = run(app, opts, progress=bar.callback)
