@@ -74,3 +74,10 @@ def test_text_output_in_every_scenario_keeps_secrets_out(lab: Lab) -> None:
         r = run_cli(*lab.args("-v", "--debug"), "verify", *lab.net_args(), "--access-url", lab.access_url)
         lab.assert_no_secrets(r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_database_login_keeps_the_password_off_the_command_line(lab: Lab) -> None:
+    code, doc, _ = verify(lab, "--only", "database")
+    assert by_id(doc)["database.connect"]["status"] == "ok"
+    assert lab.kube.exec_log, "the login ran through exec"
+    lab.assert_no_secrets(*(" ".join(e["command"]) for e in lab.kube.exec_log))
