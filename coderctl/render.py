@@ -53,6 +53,20 @@ def _plain_mark(status: Status) -> str:
     return f"[{status.value}]".ljust(7)
 
 
+def _print_row(con: Any, *, fancy: bool, mark: str, style: str, plain_mark: str, name: str, detail: str,
+               suffix: str = "") -> None:
+    """One result line (mark, name, first line of the detail), then the detail's further lines indented."""
+    from rich.markup import escape
+
+    first, *rest = detail.splitlines() or [""]
+    if fancy:
+        con.print(f"  [{style}]{mark}[/{style}] {name}  {escape(first)}[dim]{suffix}[/dim]")
+    else:
+        con.print(f"  {plain_mark} {name}  {first}{suffix}", markup=False)
+    for line in rest:
+        con.print(f"      {line}", markup=False)
+
+
 def print_results(
     command: str, results: list[CheckResult], duration_s: float, *, color: bool, verbose: int = 0,
     stream: IO[str] | None = None,
@@ -69,14 +83,9 @@ def print_results(
         con.print(f"[bold]{cat}[/bold]" if fancy else cat)
         for r in by_cat[cat]:
             mark, style = MARKS[r.status]
-            first, *rest = (r.detail or "").splitlines() or [""]
-            timing = f" ({r.duration_s:.2f}s)" if verbose else ""
-            if fancy:
-                con.print(f"  [{style}]{mark}[/{style}] {r.id.ljust(width)}  {escape(first)}[dim]{timing}[/dim]")
-            else:
-                con.print(f"  {_plain_mark(r.status)} {r.id.ljust(width)}  {first}{timing}", markup=False)
-            for line in rest:
-                con.print(f"      {line}", markup=False)
+            _print_row(con, fancy=fancy, mark=mark, style=style, plain_mark=_plain_mark(r.status),
+                       name=r.id.ljust(width), detail=r.detail or "",
+                       suffix=f" ({r.duration_s:.2f}s)" if verbose else "")
             if r.remediation and r.status in (Status.WARN, Status.FAIL, Status.ERROR):
                 prefix = "[dim]→ fix:[/dim] " if fancy else "-> fix: "
                 con.print(f"      {prefix}{escape(r.remediation) if fancy else r.remediation}",
@@ -117,20 +126,14 @@ def human_age(seconds: float | None) -> str:
 def print_steps(steps: list[dict[str, Any]], *, color: bool, summary: list[str],
                 stream: IO[str] | None = None) -> None:
     """An operation in text: one line per step, then a few summary lines."""
-    from rich.markup import escape
 
     con = console(color=color, stream=stream)
     fancy = con.is_terminal and color
     width = max((len(s["name"]) for s in steps), default=8)
     for s in steps:
         mark, style = STEP_MARKS.get(s["status"], ("?", "dim"))
-        first, *rest = (s.get("detail") or "").splitlines() or [""]
-        if fancy:
-            con.print(f"  [{style}]{mark}[/{style}] {s['name'].ljust(width)}  {escape(first)}")
-        else:
-            con.print(f"  {('[' + s['status'] + ']').ljust(9)} {s['name'].ljust(width)}  {first}", markup=False)
-        for line in rest:
-            con.print(f"      {line}", markup=False)
+        _print_row(con, fancy=fancy, mark=mark, style=style, plain_mark=f"[{s['status']}]".ljust(9),
+                   name=s["name"].ljust(width), detail=s.get("detail") or "")
     for line in summary:
         con.print(line, markup=False)
 

@@ -45,17 +45,24 @@ def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def check_target(pod: dict[str, Any], container: str | None) -> str:
-    """The container to use, or the error the real API server/kubelet gives for this pod."""
+def pick_container(pod: dict[str, Any], container: str | None) -> str:
+    """The named container, or the only one; else the error the real API server gives (exec and logs)."""
     name = pod["metadata"]["name"]
     names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
     if not container:
         if len(names) != 1:
             raise _bad_request(f"a container name must be specified for pod {name}, "
                                f"choose one of: [{' '.join(names)}]")
-        container = names[0]
-    elif container not in names:
+        return names[0]
+    if container not in names:
         raise _bad_request(f"container {container} is not valid for pod {name}")
+    return container
+
+
+def check_target(pod: dict[str, Any], container: str | None) -> str:
+    """The container to use, or the error the real API server/kubelet gives for this pod."""
+    name = pod["metadata"]["name"]
+    container = pick_container(pod, container)
     if not (pod.get("spec") or {}).get("nodeName"):
         raise _bad_request(f"pod {name} does not have a host assigned")
     phase = (pod.get("status") or {}).get("phase")

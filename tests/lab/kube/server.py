@@ -503,15 +503,7 @@ class KubeServer:
 
     def _logs(self, request: web.Request, res: Resource, ns: str, name: str) -> web.Response:
         pod = self._get(res, ns, name)
-        names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-        container = request.query.get("container")
-        if not container:
-            if len(names) != 1:
-                raise _bad_request(f"a container name must be specified for pod {name}, "
-                                   f"choose one of: [{' '.join(names)}]")
-            container = names[0]
-        elif container not in names:
-            raise _bad_request(f"container {container} is not valid for pod {name}")
+        container = execution.pick_container(pod, request.query.get("container"))
         with self.state.lock:
             logs = self.state.logs.get((ns, name, container))
         if not (pod.get("spec") or {}).get("nodeName"):
