@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+PROBLEM = {
+    "type": "object",
+    "required": ["code", "severity", "message", "evidence", "fix", "coder_code"],
+    "additionalProperties": False,
+    "properties": {
+        "code": {"type": "string", "pattern": r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$"},
+        "severity": {"enum": ["warn", "fail", "error"]},
+        "message": {"type": "string", "minLength": 1},
+        "evidence": {"type": "array", "items": {"type": "string"}},
+        "fix": {"type": "array", "items": {"type": "string"}},
+        "coder_code": {"type": ["string", "null"]},
+    },
+}
+
 CHECK = {
     "type": "object",
-    "required": ["id", "category", "title", "status", "detail", "remediation", "duration_s", "data"],
+    "required": ["id", "category", "title", "status", "detail", "remediation", "duration_s", "data", "problems"],
     "additionalProperties": False,
     "properties": {
         "id": {"type": "string", "pattern": r"^[a-z0-9-]+(\.[a-z0-9-]+)+$"},
@@ -17,6 +31,7 @@ CHECK = {
         "remediation": {"type": ["string", "null"]},
         "duration_s": {"type": "number", "minimum": 0},
         "data": {"type": "object"},
+        "problems": {"type": "array", "items": PROBLEM},
     },
 }
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from coderctl.problems import Problem, worst
+
 if TYPE_CHECKING:
     from coderctl.context import App
 
@@ -32,6 +34,7 @@ class Outcome:
     detail: str
     remediation: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
 
 
 class Conclusion(Exception):
@@ -45,6 +48,19 @@ class Conclusion(Exception):
 
 class SkipCheck(Exception):
     """Raised inside a check when what it reads is missing for a reason another check reports."""
+
+
+def found(problems: list[Problem], ok_detail: str, **data: Any) -> Outcome:
+    """The outcome of a check that looked and found `problems` (none: ok with `ok_detail`).
+
+    The status is that of the worst problem; the detail joins the messages, the remediation the fixes.
+    """
+    severity = worst(problems)
+    if severity is None:
+        return Outcome(Status.OK, ok_detail, None, data)
+    fixes = list(dict.fromkeys(f for p in problems for f in p.fix))
+    return Outcome(Status(severity.value), "; ".join(p.message for p in problems), "\n".join(fixes) or None, data,
+                   list(problems))
 
 
 def ok(detail: str, **data: Any) -> Outcome:
@@ -77,6 +93,7 @@ class CheckResult:
     remediation: str | None = None
     duration_s: float = 0.0
     data: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +105,7 @@ class CheckResult:
             "remediation": self.remediation,
             "duration_s": round(self.duration_s, 3),
             "data": self.data,
+            "problems": [p.as_dict() for p in self.problems],
         }
 
 

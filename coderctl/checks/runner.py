@@ -50,6 +50,7 @@ class _Run:
         outcome.detail = self.app.redact(outcome.detail)
         if outcome.remediation:
             outcome.remediation = self.app.redact(outcome.remediation)
+        outcome.problems = [p.redacted(self.app.redact) for p in outcome.problems]
         with self.lock:
             self.finished[check.id] = (outcome, time.monotonic() - start)
             self.publish()
@@ -59,6 +60,7 @@ class _Run:
         self.results[check.id] = CheckResult(
             id=check.id, category=check.category, title=check.title, status=outcome.status,
             detail=outcome.detail, remediation=outcome.remediation, duration_s=duration, data=outcome.data,
+            problems=outcome.problems,
         )
 
     def publish(self) -> None:
