@@ -37,7 +37,7 @@ def render_template(profile: str = "default") -> str:
             lines.append(f"# {f.help} (env {f.env_var})")
             if f.default is None or f.secret:
                 example = "postgresql://coder:PASSWORD@coder-coder-postgresql:5432/coder?sslmode=disable" \
-                    if f.secret else ""
+                    if f.name == "database_url" else ""
                 lines.append(f"# {f.name} = {toml_value(example)}")
             else:
                 lines.append(f"{f.name} = {toml_value(f.default)}")

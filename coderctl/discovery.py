@@ -13,6 +13,7 @@ from coderctl.clients.infisical import InfisicalAuth, InfisicalClient
 from coderctl.clients.kube import DEPLOYMENTS, SECRETS
 from coderctl.context import App
 from coderctl.errors import CoderctlError
+from coderctl.profile import FIELDS_BY_NAME
 
 
 class DiscoveryError(CoderctlError):
@@ -135,13 +136,16 @@ def infisical_target(app: App) -> InfisicalTarget:
     )
 
 
-def infisical_client(app: App) -> tuple[InfisicalClient, str]:
-    """A client with credentials from the environment, else the operator's own service token; and the project."""
-    import os
-
-    target = infisical_target(app)
-    auth = InfisicalAuth.from_env(os.environ)
+def infisical_auth(app: App) -> InfisicalAuth:
+    """Credentials from the settings (universal auth, else a token), else the operator's own service token."""
+    s = app.settings
+    if bool(s.infisical_client_id) != bool(s.infisical_client_secret) and not s.infisical_token:
+        missing = "infisical_client_secret" if s.infisical_client_id else "infisical_client_id"
+        raise DiscoveryError(f"Infisical universal auth is half configured: {missing} is not set "
+                             f"({FIELDS_BY_NAME[missing].env_var})")
+    auth = InfisicalAuth.from_values(s.infisical_client_id, s.infisical_client_secret, s.infisical_token)
     if auth is None:
+        target = infisical_target(app)
         if target.token_secret is None:
             raise DiscoveryError("no Infisical credentials: set INFISICAL_UNIVERSAL_AUTH_CLIENT_ID/_SECRET or "
                                  "INFISICAL_TOKEN, or reference a service token in the InfisicalSecret")
@@ -151,7 +155,15 @@ def infisical_client(app: App) -> tuple[InfisicalClient, str]:
             raise DiscoveryError(f"Secret {ns}/{name} has no {target.token_key}")
         auth = InfisicalAuth.service_token(token)
     app.redact.add(auth.secret)
-    client = InfisicalClient(target.host, auth, timeout=app.timeout)
+    return auth
+
+
+def infisical_client(app: App) -> tuple[InfisicalClient, str]:
+    """The one place an Infisical client is built: target and credentials from the settings and the cluster;
+    returns it with the project id (asked of Infisical when only a service token knows it)."""
+    target = infisical_target(app)
+    auth = infisical_auth(app)
+    client = InfisicalClient(target.host, auth, timeout=app.timeout, register=app.redact.add)
     project = target.project
     if project is None:
         if auth.kind != "service-token":

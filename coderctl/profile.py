@@ -75,6 +75,14 @@ FIELDS: tuple[Field, ...] = (
           section="discovered"),
     Field("infisical_token_secret", None, "NAMESPACE/NAME of the operator's token Secret (discovered)",
           section="discovered"),
+    # credentials: the environment is the place for them (the Infisical CLI's variable names)
+    Field("infisical_client_id", None, "Infisical universal-auth client id (machine identity)",
+          section="credentials", env="INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"),
+    Field("infisical_client_secret", None, "Infisical universal-auth client secret", section="credentials",
+          secret=True, env="INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"),
+    Field("infisical_token", None, "Infisical access token or service token (st.ID.SECRET.KEY); without "
+          "these three, the operator's service token Secret is used", section="credentials", secret=True,
+          env="INFISICAL_TOKEN"),
     # what cannot be discovered: expectations
     Field("expected_coder_version", "v2.25.0", "Coder version the deployment should run", section="expect"),
     Field("expected_coder_ip", "192.168.80.105", "LoadBalancer IP of the Coder Service", section="expect"),
@@ -115,6 +123,7 @@ SECTIONS = {
     "cluster": "Where the deployment lives",
     "names": "Names of the deployment's objects (the reference deployment's by default)",
     "discovered": "Discovered from the cluster when unset",
+    "credentials": "Credentials (best kept in the environment, not in a file)",
     "expect": "Expectations the cluster cannot tell",
     "database": "Database access",
     "backup": "Backups",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -53,8 +54,21 @@ class LoggedRequest(NamedTuple):
 
 
 @dataclass
+class ApprovalPolicy:
+    """A change policy (Infisical's "secret approval policy") on an environment and a path glob."""
+
+    id: str
+    name: str
+    environment: str
+    path: str
+
+    def covers(self, environment: str, path: str) -> bool:
+        return environment == self.environment and fnmatch.fnmatchcase(path, self.path)
+
+
+@dataclass
 class PendingApproval:
-    """A change held back by the approval policy; `FakeInfisical.merge_approval` applies it."""
+    """A change held back by an approval policy; `FakeInfisical.merge_approval` applies it."""
 
     id: str
     slug: str
@@ -64,6 +78,8 @@ class PendingApproval:
     name: str
     value: str | None
     new_name: str | None = None
+    policy_id: str = ""
+    policy_name: str = ""
 
 
 @dataclass
@@ -187,8 +203,9 @@ class FakeInfisical:
     """An in-memory Infisical project served over HTTP on 127.0.0.1.
 
     Knobs (plain attributes, safe to change at any time):
-      approval_policy   writes answer 200 `{"approval": {...}}` and change nothing
-      rate_limit_next   the next N requests get 429 with `Retry-After: 1`
+      approval_policy   every write answers 200 `{"approval": {...}}` and changes nothing; for one
+                        environment and path (glob) only, use `add_approval_policy`
+      rate_limit_next   the next N requests get 429 with `Retry-After: <retry_after>` (seconds, default 1)
       fail_next_writes  the next N secret writes get 500
       token_expired     every bearer token is answered with 403 TokenError (expired)
       latency           seconds to wait before answering each request
@@ -215,6 +232,7 @@ class FakeInfisical:
 
         self.approval_policy = False
         self.rate_limit_next = 0
+        self.retry_after = 1
         self.fail_next_writes = 0
         self.token_expired = False
         self.latency = 0.0
@@ -222,6 +240,7 @@ class FakeInfisical:
 
         self.request_log: list[LoggedRequest] = []
         self.approvals: list[PendingApproval] = []
+        self.approval_policies: list[ApprovalPolicy] = []
         self.seed: InfisicalSeed | None = None
 
         self._lock = threading.RLock()
@@ -426,6 +445,19 @@ class FakeInfisical:
         with self._lock:
             return sorted(k for (e, fp, k) in self._secrets if e == env and fp == p)
 
+    def add_approval_policy(self, path: str = "/", *, environment: str | None = None,
+                            name: str = "coder-secrets-review") -> ApprovalPolicy:
+        """Writes to secrets of `environment` under paths matching `path` (a glob) now need approval."""
+        policy = ApprovalPolicy(id=str(uuid.uuid4()), name=name, environment=environment or self.environment,
+                                path=_normalize_path(path))
+        with self._lock:
+            self.approval_policies.append(policy)
+        return policy
+
+    def version(self, name: str, *, environment: str | None = None, path: str | None = None) -> int:
+        """The current version number of a secret (every write adds one)."""
+        return len(self._find(name, environment, path).versions)
+
     def merge_approval(self, approval_id: str) -> None:
         """Approve and merge a pending change, as a reviewer would in the UI."""
         with self._lock:
@@ -587,12 +619,13 @@ class FakeInfisical:
                 if limited:
                     self.rate_limit_next -= 1
                 latency = self.latency
+                after = self.retry_after
             if latency > 0:
                 await asyncio.sleep(latency)
             if limited:
-                raise _ApiError(429, "RateLimitExceeded", "Rate limit exceeded. Please try again in 1 seconds",
-                                headers={"Retry-After": "1", "X-RateLimit-Limit": "600",
-                                         "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"})
+                raise _ApiError(429, "RateLimitExceeded", f"Rate limit exceeded. Please try again in {after} seconds",
+                                headers={"Retry-After": str(after), "X-RateLimit-Limit": "600",
+                                         "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(after)})
             response = await handler(request)
             status = response.status
             return response
@@ -732,15 +765,29 @@ class FakeInfisical:
             self.fail_next_writes -= 1
             raise _ApiError(500, "InternalServerError", "Something went wrong")
 
+    def _policy_for(self, env: str, path: str) -> ApprovalPolicy | None:
+        for policy in self.approval_policies:
+            if policy.covers(env, path):
+                return policy
+        if self.approval_policy:
+            return ApprovalPolicy(id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"policy:{env}")), name="project-wide",
+                                  environment=env, path="*")
+        return None
+
     def _approval(self, method: str, env: str, path: str, name: str, value: str | None,
                   new_name: str | None = None) -> web.StreamResponse:
+        """The answer of a write under a change policy: the secret-approval request, as the v3/v4 routes send
+        it (`{"approval": SecretApprovalRequestsSchema}`), which names the policy by id only."""
         now = _now_iso()
+        policy = self._policy_for(env, path)
+        assert policy is not None
         pending = PendingApproval(id=str(uuid.uuid4()), slug=_secrets.token_hex(4), method=method,
-                                  environment=env, path=path, name=name, value=value, new_name=new_name)
+                                  environment=env, path=path, name=name, value=value, new_name=new_name,
+                                  policy_id=policy.id, policy_name=policy.name)
         self.approvals.append(pending)
         folder_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{env}:{path}"))
         return _json({"approval": {
-            "id": pending.id, "policyId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"policy:{env}")),
+            "id": pending.id, "policyId": policy.id,
             "hasMerged": False, "status": "open", "conflicts": [], "slug": pending.slug, "folderId": folder_id,
             "bypassReason": None, "createdAt": now, "updatedAt": now, "isReplicated": False,
             "committerUserId": self._user_id, "statusChangedByUserId": None,
@@ -796,7 +843,7 @@ class FakeInfisical:
             if path != "/" and (env, path) not in self._folders:
                 raise _ApiError(404, "NotFound",
                                 f"Folder with path '{path}' in environment with slug '{env}' not found")
-            if self.approval_policy:
+            if self._policy_for(env, path) is not None:
                 return self._approval("POST", env, path, name, _normalize_value(value))
             self._take_write_failure()
             self.set_secret(name, _normalize_value(value), environment=env, path=path,
@@ -816,7 +863,7 @@ class FakeInfisical:
             env, path = self._scope(actor, body, version)
             secret = self._lookup(env, path, name)
             new_value = _normalize_value(value) if value is not None else None
-            if self.approval_policy:
+            if self._policy_for(env, path) is not None:
                 return self._approval("PATCH", env, path, name, new_value, new_name)
             self._take_write_failure()
             if new_name and new_name != name:
@@ -840,7 +887,7 @@ class FakeInfisical:
         with self._lock:
             env, path = self._scope(actor, body, version)
             secret = self._lookup(env, path, name)
-            if self.approval_policy:
+            if self._policy_for(env, path) is not None:
                 return self._approval("DELETE", env, path, name, None)
             self._take_write_failure()
             record = self._record(secret)

@@ -382,7 +382,8 @@ class FakeInfisicalOperator:
         uid = str(obj.get("metadata", {}).get("uid") or f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}")
         creds = self._read_secret_keys(ua["credentialsRef"], ("clientId", "clientSecret")) or {}
         if not creds.get("clientId") or not creds.get("clientSecret"):
-            raise _SyncError("no authentication method provided. Please configure a authentication method then try again")
+            raise _SyncError("no authentication method provided. "
+                             "Please configure a authentication method then try again")
 
         def login() -> str:
             try:

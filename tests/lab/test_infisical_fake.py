@@ -309,3 +309,69 @@ def test_stop_is_clean_and_idempotent() -> None:
     fake.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/api/status", timeout=2)
+
+
+APPROVAL_REQUEST_KEYS = {"id", "policyId", "hasMerged", "status", "conflicts", "slug", "folderId", "bypassReason",
+                         "createdAt", "updatedAt", "isReplicated", "committerUserId", "statusChangedByUserId"}
+
+
+def test_every_write_adds_a_version_and_reads_return_it(fake_infisical: FakeInfisical,
+                                                        http: requests.Session) -> None:
+    hdrs = bearer(access_token(fake_infisical, http))
+    v4 = f"{fake_infisical.url}/api/v4/secrets/CODER_USER_PASSWORD"
+    v3 = f"{fake_infisical.url}/api/v3/secrets/raw/CODER_USER_PASSWORD"
+    v4_scope = {"projectId": fake_infisical.project_id, "environment": "prod", "secretPath": "/"}
+    v3_scope = {"workspaceId": fake_infisical.project_id, "environment": "prod", "secretPath": "/"}
+    first = fake_infisical.get_secret("CODER_USER_PASSWORD")
+    assert fake_infisical.version("CODER_USER_PASSWORD") == 1
+    assert http.patch(v4, json={**v4_scope, "secretValue": "two"}, headers=hdrs).json()["secret"]["version"] == 2
+    assert http.patch(v3, json={**v3_scope, "secretValue": "three"}, headers=hdrs).json()["secret"]["version"] == 3
+    assert http.patch(v4, json={**v4_scope, "secretValue": "three"}, headers=hdrs).json()["secret"]["version"] == 4
+    assert fake_infisical.set_secret("CODER_USER_PASSWORD", "five") == 5
+    assert fake_infisical.versions("CODER_USER_PASSWORD") == [first, "two", "three", "three", "five"]
+    for url, scope_params in ((v4, v4_scope), (v3, v3_scope)):
+        latest = http.get(url, params=scope_params, headers=hdrs).json()["secret"]
+        assert (latest["version"], latest["secretValue"]) == (5, "five")
+        old = http.get(url, params={**scope_params, "version": "2"}, headers=hdrs).json()["secret"]
+        assert (old["version"], old["secretValue"], old["id"]) == (2, "two", latest["id"])
+
+
+def test_approval_policy_on_one_path(fake_infisical: FakeInfisical, http: requests.Session) -> None:
+    hdrs = bearer(access_token(fake_infisical, http))
+    fake_infisical.set_secret("DB_PASSWORD", "held-before", path="/restricted/db")
+    policy = fake_infisical.add_approval_policy("/restricted/*", name="restricted-review")
+    base = f"{fake_infisical.url}/api/v4/secrets"
+    free = {"projectId": fake_infisical.project_id, "environment": "prod", "secretPath": "/", "secretValue": "ok"}
+    assert "secret" in http.patch(f"{base}/CODER_USER_PASSWORD", json=free, headers=hdrs).json()
+    assert fake_infisical.get_secret("CODER_USER_PASSWORD") == "ok"
+
+    held_body = {**free, "secretPath": "/restricted/db/", "secretValue": "held-after"}
+    answers = [
+        http.patch(f"{base}/DB_PASSWORD", json=held_body, headers=hdrs),
+        http.post(f"{base}/NEW_IN_RESTRICTED", json=held_body, headers=hdrs),
+        http.delete(f"{base}/DB_PASSWORD", json=held_body, headers=hdrs),
+    ]
+    for resp in answers:
+        assert resp.status_code == 200 and set(resp.json()) == {"approval"}
+        approval = resp.json()["approval"]
+        assert set(approval) == APPROVAL_REQUEST_KEYS
+        assert (approval["policyId"], approval["status"], approval["hasMerged"]) == (policy.id, "open", False)
+    assert [(a.method, a.name, a.policy_name) for a in fake_infisical.approvals] == [
+        ("PATCH", "DB_PASSWORD", "restricted-review"), ("POST", "NEW_IN_RESTRICTED", "restricted-review"),
+        ("DELETE", "DB_PASSWORD", "restricted-review")]
+    assert fake_infisical.versions("DB_PASSWORD", path="/restricted/db") == ["held-before"]
+    assert fake_infisical.secret_names(path="/restricted/db") == ["DB_PASSWORD"]
+
+    fake_infisical.merge_approval(fake_infisical.approvals[0].id)
+    assert fake_infisical.versions("DB_PASSWORD", path="/restricted/db") == ["held-before", "held-after"]
+
+
+def test_rate_limit_for_the_next_n_requests_with_retry_after(fake_infisical: FakeInfisical,
+                                                             http: requests.Session) -> None:
+    fake_infisical.retry_after = 7
+    fake_infisical.rate_limit_next = 3
+    answers = [http.get(f"{fake_infisical.url}/api/status") for _ in range(4)]
+    assert [a.status_code for a in answers] == [429, 429, 429, 200]
+    assert answers[0].headers["Retry-After"] == "7"
+    assert answers[0].json()["message"] == "Rate limit exceeded. Please try again in 7 seconds"
+    assert fake_infisical.rate_limit_next == 0

@@ -212,6 +212,31 @@ def test_change_in_infisical_reaches_the_secret_within_interval_plus_delay(
              ["annotations"][STAMP] == version_of(kube_api))
 
 
+def test_a_client_write_reaches_the_managed_secret_and_a_held_one_does_not(
+        kube_api: MemoryKube, fake_infisical: FakeInfisical,
+        make_operator: Callable[..., FakeInfisicalOperator]) -> None:
+    from coderctl.clients.infisical import InfisicalApprovalRequired, InfisicalAuth, InfisicalClient
+
+    assert fake_infisical.seed is not None
+    client = InfisicalClient(fake_infisical.url + "/api", InfisicalAuth(
+        "universal-auth", fake_infisical.seed.client_id, fake_infisical.seed.client_secret), timeout=3)
+    where: dict[str, Any] = {"project_id": fake_infisical.project_id, "environment": "prod", "path": "/"}
+    op = make_operator(interval=0.05, delay=0.2).start()
+    assert op.wait_synced(2)
+
+    written = client.set_secret("CODER_USER_PASSWORD", "written by coderctl", **where)
+    assert written.version == 2
+    elapsed = wait_for(lambda: managed(kube_api)["coder-user-password"] == "written by coderctl")
+    assert elapsed >= 0.2
+
+    fake_infisical.add_approval_policy("/")
+    with pytest.raises(InfisicalApprovalRequired):
+        client.set_secret("CODER_USER_PASSWORD", "held for review", **where)
+    assert op.wait_synced(2) and op.wait_synced(2)
+    time.sleep(0.3)
+    assert managed(kube_api)["coder-user-password"] == "written by coderctl"
+
+
 def test_unchanged_values_cause_no_write(kube_api: MemoryKube,
                                          make_operator: Callable[..., FakeInfisicalOperator]) -> None:
     op = make_operator()
