@@ -41,3 +41,18 @@ def by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def statuses(doc: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["status"] for c in doc["checks"]}
+
+
+def codes(check: dict[str, Any]) -> list[str]:
+    """The problem codes a check result carries, in order."""
+    return [p["code"] for p in check["problems"]]
+
+
+def assert_coded(doc: dict[str, Any]) -> None:
+    """Every warning or failing check carries at least one problem, each with a registered code."""
+    from coderctl.problems import CODES
+
+    for check in doc["checks"]:
+        if check["status"] in ("warn", "fail"):
+            assert check["problems"], check
+            assert all(code in CODES for code in codes(check)), check

@@ -13,7 +13,7 @@ from clirun import run_cli
 from lab.coder import DEFAULT_SESSION_TOKEN, FakeCoder
 from lab.nginx import LabNginx
 from lab.tls import LabCA
-from probeargs import by_id, network_args, run_json, statuses
+from probeargs import assert_coded, by_id, codes, network_args, run_json, statuses
 
 MakeNginx = Callable[..., LabNginx]
 DERP_CHECKS = ["derp.relay", "derp.upgrade", "derp.websocket", "derp.login", "derp.keys",
@@ -28,6 +28,7 @@ def test_healthy_relay_passes_every_derp_check(
     assert doc["command"] == "probe derp"
     assert list(statuses(doc)) == DERP_CHECKS
     assert set(statuses(doc).values()) == {"ok"}, r.stdout
+    assert all(c["problems"] == [] for c in doc["checks"])
     checks = by_id(doc)
     assert checks["derp.upgrade"]["data"]["server_key"] == fake_coder.public_key_hex
     assert checks["derp.websocket"]["data"]["server_key"] == fake_coder.public_key_hex
@@ -53,9 +54,19 @@ def test_nginx_not_passing_upgrade(make_nginx: MakeNginx, lab_ca: LabCA, fake_co
     assert "drops the Upgrade header" in checks["derp.verdict"]["remediation"]
     verdict = checks["derp.verdict"]["data"]["steps"]
     assert set(verdict) == {"GET /derp", "Upgrade: DERP", "DERP over WebSocket"}
+    assert_coded(doc)
+    assert codes(checks["derp.upgrade"]) == ["DERP-UPGRADE-BLOCKED"]
+    assert codes(checks["derp.websocket"]) == ["DERP-WEBSOCKET-BLOCKED"]
+    assert codes(checks["derp.verdict"]) == ["DERP-UPGRADE-DROPPED"]
+    upgrade = checks["derp.upgrade"]["problems"][0]
+    assert "GET (Upgrade: DERP) https://coder.xuperson.org" in upgrade["evidence"][0]
+    assert "server: nginx" in upgrade["evidence"] and "x-coder-build-version: v2.25.0+abcdef1" in upgrade["evidence"]
+    assert any("CODER_DERP_FORCE_WEBSOCKETS" in f for f in upgrade["fix"])
     r, doc = run_json("probe", "websocket", *network_args(nginx, lab_ca))
     assert r.code == 1 and statuses(doc) == {"ws.upgrade": "fail"}
     assert "EWS01" in doc["checks"][0]["detail"]
+    assert codes(doc["checks"][0]) == ["WS-UPGRADE-REFUSED"]
+    assert doc["checks"][0]["problems"][0]["coder_code"] == "EWS01"
     assert fake_coder.derp_connections == fake_coder.derp_websocket_connections == 0
 
 
@@ -70,6 +81,15 @@ def test_websocket_only_proxy_warns_with_the_force_websockets_fix(
     assert status["derp.verdict"] == "warn"
     verdict = by_id(doc)["derp.verdict"]
     assert "EDERP01" in verdict["detail"] and "CODER_DERP_FORCE_WEBSOCKETS=true" in verdict["remediation"]
+    assert_coded(doc)
+    assert codes(by_id(doc)["derp.upgrade"]) == ["DERP-UPGRADE-BLOCKED"]
+    [problem] = verdict["problems"]
+    assert problem["code"] == "DERP-WEBSOCKET-ONLY" and problem["severity"] == "warn"
+    assert problem["coder_code"] == "EDERP01"
+    get, raw, ws = problem["evidence"]
+    assert get.startswith("GET /derp: 426") and raw.startswith("Upgrade: DERP: ")
+    assert ws.startswith("DERP over WebSocket: 101, ServerKey")
+    assert any('CODER_DERP_FORCE_WEBSOCKETS: "true"' in f for f in problem["fix"])
     assert by_id(doc)["derp.login"]["data"]["transport"] == "websocket"
     r, doc = run_json("probe", "websocket", *network_args(nginx, lab_ca))
     assert r.code == 0 and statuses(doc) == {"ws.upgrade": "ok"}
@@ -89,6 +109,11 @@ def test_proxy_read_timeout_cuts_the_hold(
     assert 2.5 <= seconds <= 4
     assert "proxy-read-timeout" in hold["remediation"]
     assert statuses(doc)["derp.verdict"] == "ok"
+    assert_coded(doc)
+    [problem] = hold["problems"]
+    assert problem["code"] == "DERP-IDLE-CLOSED"
+    assert any(e.startswith("idle: closed after") for e in problem["evidence"])
+    assert any("Ingress coder/coder" in f and 'proxy-send-timeout: "3600"' in f for f in problem["fix"])
 
 
 def test_authenticated_websocket_echo(lab_nginx: LabNginx, lab_ca: LabCA, fake_coder: FakeCoder) -> None:
@@ -107,6 +132,8 @@ def test_rejected_session_token_is_named_not_shown(lab_nginx: LabNginx, lab_ca: 
     assert r.code == 1
     assert "401" in r.stdout and "CODER_SESSION_TOKEN was not accepted" in r.stdout
     assert token not in r.output
+    r, doc = run_json("probe", "websocket", *network_args(lab_nginx, lab_ca), env={"CODER_SESSION_TOKEN": token})
+    assert codes(doc["checks"][0]) == ["WS-TOKEN-REJECTED"] and token not in r.output
 
 
 class RoundRobin:
@@ -162,6 +189,10 @@ def test_different_keys_behind_one_name_warn(two_relays: tuple[FakeCoder, FakeCo
     assert keys["status"] == "warn", keys
     assert sorted(keys["data"]["keys"]) == sorted([one.public_key_hex, two.public_key_hex])
     assert "several relays behind one name" in keys["detail"]
+    assert codes(keys) == ["DERP-KEYS-DIFFER"]
+    evidence = keys["problems"][0]["evidence"]
+    for relay in (one, two):
+        assert any(e.startswith(f"key {relay.public_key_hex}: ") for e in evidence), evidence
 
 
 def test_hanging_server_ends_within_the_timeout(
@@ -177,6 +208,12 @@ def test_hanging_server_ends_within_the_timeout(
     status = statuses(doc)
     assert status["http.healthz"] == status["derp.upgrade"] == status["derp.verdict"] == "fail"
     assert "timed out" in by_id(doc)["http.healthz"]["detail"]
+    assert_coded(doc)
+    checks = by_id(doc)
+    assert codes(checks["http.healthz"]) == ["HTTP-HEALTHZ-UNREACHABLE"]
+    assert checks["http.healthz"]["problems"][0]["coder_code"] == "EACS03"
+    assert codes(checks["derp.upgrade"]) == ["DERP-UPGRADE-FAILED"]
+    assert codes(checks["derp.verdict"]) == ["DERP-UNREACHABLE"]
     assert status["dns.access-host"] == "ok" and status["tls.access-url"] == "ok"
     assert "error" not in status.values(), status
     print(f"hang: run {doc['duration_s']:.2f}s wall {elapsed:.2f}s with --timeout 2")

@@ -11,7 +11,7 @@ from lab.coder import FakeCoder
 from lab.dns import LabDNS
 from lab.nginx import ACCESS_HOST, LabNginx
 from lab.tls import LabCA
-from probeargs import WILDCARD, by_id, network_args, run_json, statuses
+from probeargs import WILDCARD, assert_coded, by_id, codes, network_args, run_json, statuses
 
 MakeNginx = Callable[..., LabNginx]
 HTTP_CHECKS = ["http.healthz", "http.buildinfo", "http.wildcard", "tls.access-url", "tls.wildcard"]
@@ -39,14 +39,16 @@ def test_probe_http_envelope(lab_nginx: LabNginx, lab_ca: LabCA, lab_dns: LabDNS
     tls = by_id(doc)["tls.access-url"]["data"]
     assert tls["tls_version"] in ("TLSv1.2", "TLSv1.3") and tls["days_left"] > 21
     assert by_id(doc)["http.wildcard"]["data"]["coder_version"] == "v2.25.0+abcdef1"
+    assert all(c["problems"] == [] for c in doc["checks"])
 
 
-@pytest.mark.parametrize(("kind", "needle"), [
-    ("expired", "the certificate expired 1 days ago"),
-    ("wrong-host", "covers other.example.org, not coder.xuperson.org"),
+@pytest.mark.parametrize(("kind", "needle", "code"), [
+    ("expired", "the certificate expired 1 days ago", "TLS-CERT-EXPIRED"),
+    ("wrong-host", "covers other.example.org, not coder.xuperson.org", "TLS-NAME-MISMATCH"),
 ])
 def test_bad_certificates_fail_the_tls_checks(
-    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, kind: str, needle: str
+    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, kind: str, needle: str,
+    code: str,
 ) -> None:
     hosts = ["other.example.org"] if kind == "wrong-host" else [ACCESS_HOST, WILDCARD]
     cert = lab_ca.issue(hosts, name=f"probe-{kind}", expired=kind == "expired")
@@ -58,13 +60,26 @@ def test_bad_certificates_fail_the_tls_checks(
     assert needle in checks["tls.access-url"]["detail"]
     assert checks["http.healthz"]["status"] == "fail"  # the verified request fails too, naming why
     assert "TLS certificate verification failed" in checks["http.healthz"]["detail"]
+    assert_coded(doc)
+    assert codes(checks["tls.access-url"]) == codes(checks["tls.wildcard"]) == [code]
+    evidence = checks["tls.access-url"]["problems"][0]["evidence"]
+    assert "host (SNI): coder.xuperson.org" in evidence and any(e.startswith("notAfter: ") for e in evidence)
+    names = "other.example.org" if kind == "wrong-host" else f"coder.xuperson.org, {WILDCARD}"
+    assert f"certificate names: {names}" in evidence
+    assert codes(checks["http.healthz"]) == ["HTTP-HEALTHZ-UNREACHABLE"]
     r, doc = run_json("probe", "http", "--insecure", *network_args(nginx, lab_ca, lab_dns))
     assert statuses(doc)["tls.access-url"] == "warn" and statuses(doc)["http.healthz"] == "ok"
+    assert "(not failing: --insecure)" in by_id(doc)["tls.access-url"]["detail"]
+    [problem] = by_id(doc)["tls.access-url"]["problems"]
+    assert problem["code"] == code and problem["severity"] == "warn"
+    assert_coded(doc)
 
 
-@pytest.mark.parametrize(("days", "status"), [(10, "warn"), (3, "fail")])
+@pytest.mark.parametrize(("days", "status", "code"), [(10, "warn", "TLS-CERT-EXPIRING"),
+                                                     (3, "fail", "TLS-CERT-EXPIRES-SOON")])
 def test_certificate_expiring_soon(
-    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, days: int, status: str
+    make_nginx: MakeNginx, lab_ca: LabCA, fake_coder: FakeCoder, lab_dns: LabDNS, days: int, status: str,
+    code: str,
 ) -> None:
     not_after = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
     nginx = make_nginx(fake_coder.port, cert=lab_ca.issue([ACCESS_HOST, WILDCARD], name=f"soon-{days}",
@@ -74,6 +89,8 @@ def test_certificate_expiring_soon(
     assert check["status"] == status, check
     assert re.search(r"the certificate expires in [\d.]+ days", check["detail"])
     assert days - 1 <= check["data"]["days_left"] <= days
+    assert codes(check) == [code] and check["problems"][0]["severity"] == status
+    assert_coded(doc)
 
 
 def test_no_wildcard_server_fails_http_wildcard(
@@ -86,6 +103,12 @@ def test_no_wildcard_server_fails_http_wildcard(
     assert "404 Not Found (Server nginx, body 'default backend - 404')" in check["detail"]
     assert "coder-workspaces-wildcard" in check["remediation"]
     assert statuses(doc)["http.healthz"] == "ok" and statuses(doc)["tls.wildcard"] == "ok"
+    assert_coded(doc)
+    [problem] = check["problems"]
+    assert problem["code"] == "HTTP-WILDCARD-NOT-CODER"
+    assert problem["evidence"][0].startswith("GET https://coderctl-probe-") and "server: nginx" in problem["evidence"]
+    assert "body: 'default backend - 404'" in problem["evidence"]
+    assert "kubectl -n coder get ingress coder-workspaces-wildcard -o yaml" in problem["fix"]
 
 
 def test_unexpected_version_warns(lab_nginx: LabNginx, lab_ca: LabCA) -> None:
@@ -94,6 +117,10 @@ def test_unexpected_version_warns(lab_nginx: LabNginx, lab_ca: LabCA) -> None:
     check = by_id(doc)["http.buildinfo"]
     assert check["status"] == "warn" and "Coder runs v2.25.0+abcdef1, expected v2.24.1" in check["detail"]
     assert r.code == 0
+    assert codes(check) == ["HTTP-VERSION-MISMATCH"]
+    evidence = check["problems"][0]["evidence"]
+    assert "expected_coder_version: v2.24.1 (from env CODERCTL_EXPECTED_CODER_VERSION)" in evidence
+    assert_coded(doc)
     assert run_json("probe", "http", "--strict", *network_args(lab_nginx, lab_ca),
                     env={"CODERCTL_EXPECTED_CODER_VERSION": "v2.24.1"})[0].code == 1
 
@@ -103,6 +130,17 @@ def test_without_wildcard_url_the_wildcard_checks_skip(lab_nginx: LabNginx, lab_
     assert statuses(doc)["http.wildcard"] == statuses(doc)["tls.wildcard"] == "skip"
     assert "--wildcard-url" in by_id(doc)["http.wildcard"]["detail"]
     assert r.code == 0
+    assert by_id(doc)["http.wildcard"]["problems"] == []  # a skip is no problem
+
+
+def test_malformed_wildcard_url_fails_with_its_code(lab_nginx: LabNginx, lab_ca: LabCA) -> None:
+    r, doc = run_json("probe", "http", *network_args(lab_nginx, lab_ca), env={"CODERCTL_WILDCARD_URL": "xuperson.org"})
+    assert r.code == 1
+    for cid in ("http.wildcard", "tls.wildcard"):
+        check = by_id(doc)[cid]
+        assert check["status"] == "fail" and "is not of the form *.domain" in check["detail"]
+        assert codes(check) == ["HTTP-WILDCARD-URL-INVALID"]
+    assert_coded(doc)
 
 
 def test_network_and_dns_checks_run_concurrently(

@@ -14,16 +14,93 @@ from dataclasses import dataclass
 from typing import Any
 
 from coderctl.checks import cloudflare
-from coderctl.checks.base import Conclusion, Outcome, check, fail, ok, warn
+from coderctl.checks.base import Conclusion, Outcome, check, found, ok
 from coderctl.checks.network import resolve_access_url, sample_host, wildcard_pattern
 from coderctl.clients.dns import Nameserver
 from coderctl.clients.dns_lookup import Asker, Lookup, lookup, zone_of
 from coderctl.clients.http import Target
 from coderctl.context import App
+from coderctl.problems import Code, Problem, code
 
 OWNER_MARK = "heritage=external-dns"
 
 LIBS = ("dns.resolver", "dns.rdatatype", "dns.rcode", "dns.exception")  # imported before the checks start
+
+NO_NAMESERVER = code(
+    "DNS-NO-NAMESERVER", "fail", "No nameserver to ask",
+    meaning="No --nameserver was usable and there is no system resolver: nothing can be looked up.",
+    evidence="The configured nameservers.", fix="Pass --nameserver ADDRESS[:PORT].",
+    check="dns.access-host, dns.wildcard, dns.consistency, dns.ownership")
+ACCESS_HOST_NXDOMAIN = code(
+    "DNS-ACCESS-HOST-NXDOMAIN", "fail", "The access host does not exist in DNS",
+    meaning="The access host's name (or a name in its CNAME chain) answers NXDOMAIN: nobody can reach Coder.",
+    evidence="The answer with its CNAME chain and the server asked.",
+    fix="Create the record (ExternalDNS creates it from the Ingress host; check its logs and --domain-filter).",
+    check="dns.access-host")
+ACCESS_HOST_NO_ADDRESS = code(
+    "DNS-ACCESS-HOST-NO-ADDRESS", "fail", "The access host has no addresses",
+    meaning="The name exists but has neither A nor AAAA records at the end of its chain.",
+    evidence="The A and AAAA answers and the server asked.",
+    fix="Point the name at the tunnel (a CNAME to <tunnel id>.cfargotunnel.com) or the ingress.",
+    check="dns.access-host")
+SERVFAIL = code(
+    "DNS-SERVFAIL", "fail", "The resolver could not get an answer (SERVFAIL)",
+    meaning="The resolver failed to get an answer from the zone's servers: a DNSSEC or delegation problem.",
+    evidence="The name, the server asked and its answer.",
+    fix="Ask the zone's authoritative servers directly (dig @<ns> NAME) and check the delegation and DNSSEC.",
+    check="dns.access-host, dns.wildcard")
+REFUSED = code(
+    "DNS-REFUSED", "fail", "The server refused the query (REFUSED)",
+    meaning="The server does not serve this name and does not recurse.",
+    evidence="The name, the server asked and its answer.",
+    fix="Name a recursive resolver, or the zone's authoritative server, with --nameserver.",
+    check="dns.access-host, dns.wildcard")
+TIMEOUT = code(
+    "DNS-TIMEOUT", "fail", "The nameserver did not answer in time",
+    meaning="No answer within the timeout: the server is unreachable or drops queries.",
+    evidence="The name, the server asked and the timeout.",
+    fix="Check the server's address and port and the firewall in between (UDP and TCP 53).",
+    check="dns.access-host, dns.wildcard")
+LOOKUP_FAILED = code(
+    "DNS-LOOKUP-FAILED", "fail", "The lookup failed",
+    meaning="The lookup ended with another response code or an error.",
+    evidence="The name, the server asked and its answer.", fix="Check the resolver.",
+    check="dns.access-host, dns.wildcard")
+WILDCARD_MISSING = code(
+    "DNS-WILDCARD-MISSING", "fail", "Hosts under the wildcard do not resolve",
+    meaning="A random host under the wildcard domain answers NXDOMAIN or has no records: the zone has no "
+            "wildcard record, so workspace apps on subdomains cannot be reached.",
+    evidence="The answers for the random hosts and the server asked.",
+    fix="Create the wildcard record (a CNAME to the tunnel, like the access host); ExternalDNS creates it from "
+        "the wildcard Ingress (coder-workspaces-wildcard).",
+    check="dns.wildcard")
+WILDCARD_TARGET_DIFFERS = code(
+    "DNS-WILDCARD-TARGET-DIFFERS", "warn", "The wildcard leads elsewhere than the access host",
+    meaning="Hosts under the wildcard resolve to another target than the access host: fine only if that "
+            "target also routes to Coder.",
+    evidence="The targets of the wildcard hosts and of the access host.",
+    fix="Make both CNAMEs to the same tunnel or ingress.", check="dns.wildcard")
+SERVERS_DISAGREE = code(
+    "DNS-SERVERS-DISAGREE", "warn", "Nameservers give different answers",
+    meaning="The configured resolvers and the zone's authoritative servers answer one name differently: a "
+            "server with an old zone, a resolver with a cached old answer, or a split-horizon view.",
+    evidence="The first answer for the name at each server.",
+    fix="Compare SOA serials (a secondary that stopped transferring), wait for the TTL of a cached answer, or "
+        "check for a split-horizon view.",
+    check="dns.consistency")
+OWNERSHIP_MISSING = code(
+    "DNS-OWNERSHIP-MISSING", "warn", "No ExternalDNS ownership record",
+    meaning="ExternalDNS keeps a TXT record (`heritage=external-dns`) next to each record it owns; without it "
+            "ExternalDNS does not update or delete the record.",
+    evidence="The names looked for and the server asked.",
+    fix="If the records should be managed, let ExternalDNS adopt them (or mind its --txt-prefix/--txt-suffix).",
+    check="dns.ownership")
+OWNERSHIP_UNCHECKED = code(
+    "DNS-OWNERSHIP-UNCHECKED", "warn", "Nothing resolved to check ownership of",
+    meaning="Neither the access host nor the wildcard resolved, so no ownership record could be looked for.",
+    evidence="The names and their answers.", fix="See dns.access-host and dns.wildcard.",
+    check="dns.ownership")
+_FAILURE_CODES: dict[str, Code] = {"SERVFAIL": SERVFAIL, "REFUSED": REFUSED, "TIMEOUT": TIMEOUT}
 
 
 def nameservers(app: App) -> list[Asker]:
@@ -104,6 +181,25 @@ def _failure_fix(result: Lookup) -> str:
     }.get(result.outcome, "check the resolver")
 
 
+def _no_nameserver(app: App) -> Outcome:
+    configured = ", ".join(app.settings.nameserver or []) or "none"
+    return found([NO_NAMESERVER("no nameserver to ask", evidence=[f"nameservers: {configured}"],
+                                fix=["pass --nameserver"])], "")
+
+
+def _answer(result: Lookup) -> str:
+    """An evidence line: which server said what."""
+    return f"{result.server}: {result.describe()}"
+
+
+def _lookup_failure(message: str, result: Lookup, missing: Code, missing_fix: str) -> Problem:
+    """The problem for a failed lookup: the name missing (NXDOMAIN), or the resolver failing."""
+    if result.outcome == "NXDOMAIN":
+        return missing(message, evidence=[_answer(result)], fix=[missing_fix])
+    kind = _FAILURE_CODES.get(result.outcome, LOOKUP_FAILED)
+    return kind(message, evidence=[_answer(result)], fix=[_failure_fix(result)])
+
+
 def _notes(result: Lookup) -> list[str]:
     notes = [f"Cloudflare tunnel {t}" for t in (cloudflare.tunnel_id(n) for n in result.chain) if t]
     if any(cloudflare.is_cloudflare_address(a) for a in result.records):
@@ -118,15 +214,18 @@ def dns_access_host(app: App) -> Outcome:
     host = access_host(app)
     a = first_definite(app, host, "A")
     if a is None:
-        return fail("no nameserver to ask", "pass --nameserver")
+        return _no_nameserver(app)
     if not a.ok:  # no AAAA question: a name that fails for A fails for AAAA too, and a timeout would double
-        return fail(f"{a.describe()} (asked {a.server})", _failure_fix(a), server=a.server, a=a.as_dict())
+        return found([_lookup_failure(f"{a.describe()} (asked {a.server})", a, ACCESS_HOST_NXDOMAIN,
+                                      _failure_fix(a))], "", server=a.server, a=a.as_dict())
     aaaa = first_definite(app, host, "AAAA")
     data: dict[str, Any] = {"server": a.server, "a": a.as_dict(), "aaaa": aaaa.as_dict() if aaaa else None}
     addresses = a.records + (aaaa.records if aaaa and aaaa.ok else [])
     if not addresses:
-        return fail(f"{a.describe()} and no AAAA records either (asked {a.server})",
-                    "the name exists without addresses: point it at the tunnel or the ingress", **data)
+        return found([ACCESS_HOST_NO_ADDRESS(
+            f"{a.describe()} and no AAAA records either (asked {a.server})",
+            evidence=[_answer(a), *([_answer(aaaa)] if aaaa else [])],
+            fix=["the name exists without addresses: point it at the tunnel or the ingress"])], "", **data)
     notes = _notes(a)
     v6 = f"; AAAA {', '.join(aaaa.records)}" if aaaa and aaaa.ok and aaaa.records else ""
     return ok(f"{a.describe()}{v6}" + (f" ({'; '.join(notes)})" if notes else "") + f" [asked {a.server}]",
@@ -141,24 +240,28 @@ def dns_wildcard(app: App) -> Outcome:
     host = access_host(app)
     *samples, access = at_once(app, [sample_host(app, pattern, 0), sample_host(app, pattern, 1), host])
     if access is None or any(s is None for s in samples):
-        return fail("no nameserver to ask", "pass --nameserver")
+        return _no_nameserver(app)
     results: list[Lookup] = [s for s in samples if s is not None]
     data = {"pattern": pattern, "samples": [s.as_dict() for s in results], "access_host": access.as_dict()}
     bad = [s for s in results if not s.ok or not s.records and len(s.chain) == 1]
     if bad:
         first = bad[0]
         why = (f"the zone has no {pattern} record" if first.outcome == "NXDOMAIN" else _failure_fix(first))
-        return fail(f"{first.describe()} (asked {first.server}): {why}",
-                    f"create {pattern} (a CNAME to the tunnel, like the access host); ExternalDNS "
-                    "creates it from the coder-workspaces-wildcard Ingress", **data)
+        create = (f"create {pattern} (a CNAME to the tunnel, like the access host); ExternalDNS "
+                  f"creates it from the {app.settings.wildcard_ingress} Ingress")
+        message = f"{first.describe()} (asked {first.server}): {why}"
+        problem = (WILDCARD_MISSING(message, evidence=[_answer(s) for s in results], fix=[create])
+                   if first.ok else _lookup_failure(message, first, WILDCARD_MISSING, create))
+        return found([problem], "", **data)
     targets = {target_of(s) for s in results}
+    problems: list[Problem] = []
     if access.ok and targets != {target_of(access)}:
-        return warn(f"{pattern} leads to {', '.join(sorted(targets))}, the access host to "
-                    f"{target_of(access)}",
-                    "fine only if that target also routes to Coder; usually both are CNAMEs to the same "
-                    "tunnel or "
-                    "ingress", **data)
-    return ok(f"{results[0].describe()}; a second random label too: same target as {host}", **data)
+        problems.append(WILDCARD_TARGET_DIFFERS(
+            f"{pattern} leads to {', '.join(sorted(targets))}, the access host to {target_of(access)}",
+            evidence=[*(_answer(s) for s in results), _answer(access)],
+            fix=["fine only if that target also routes to Coder; usually both are CNAMEs to the same tunnel or "
+                 "ingress"]))
+    return found(problems, f"{results[0].describe()}; a second random label too: same target as {host}", **data)
 
 
 @dataclass
@@ -210,7 +313,7 @@ def dns_consistency(app: App) -> Outcome:
         names.append(sample_host(app, pattern))
     servers = _all_servers(app, host)
     if not servers:
-        return fail("no nameserver to ask", "pass --nameserver")
+        return _no_nameserver(app)
     answers: dict[tuple[int, str], Lookup] = {}
 
     def ask(i: int, name: str) -> None:
@@ -231,19 +334,31 @@ def dns_consistency(app: App) -> Outcome:
     data = {"servers": per_server}
     split = [n for n in names if len({shown(answers[(i, n)]) for i in range(len(servers))}) > 1]
     if split:
+        fix = ["a server with an old zone (compare SOA serials; a secondary that stopped transferring), a "
+               "resolver with a cached old answer (wait for the TTL), or a split-horizon view",
+               *(_dig(s.asker, "SOA", split[0].partition(".")[2]) for s in servers)]
+        problems = [SERVERS_DISAGREE(f"{len(servers)} servers disagree on {n}",
+                                     evidence=[f"{label}: {values[n]}" for label, values in per_server.items()],
+                                     fix=fix) for n in split]
+        outcome = found(problems, "", **data)
         lines = []
         for n in split:
             lines.append(f"{n}:")
             lines += [f"  {label}: {values[n]}" for label, values in per_server.items()]
-        return warn(f"{len(servers)} servers disagree on {', '.join(split)}\n" + "\n".join(lines),
-                    "a server with an old zone (compare SOA serials; a secondary that stopped "
-                    "transferring), a resolver with a cached old answer (wait for the TTL), or a "
-                    "split-horizon view", **data)
+        outcome.detail = f"{len(servers)} servers disagree on {', '.join(split)}\n" + "\n".join(lines)
+        return outcome
     if len(servers) > 1:
         who = f"all {len(servers)} servers agree"
     else:
         who = f"one server asked ({per_server_label(servers[0])})"
     return ok(f"{who}: " + "; ".join(f"{n} → {shown(answers[(0, n)])}" for n in names), **data)
+
+
+def _dig(asker: Asker, rdtype: str, name: str) -> str:
+    """The dig command that asks `asker` the same question."""
+    resolver = asker.resolver
+    at = f" @{resolver.nameservers[0]} -p {resolver.port}" if len(resolver.nameservers) == 1 else ""
+    return f"dig +short {rdtype} {name}{at}"
 
 
 def per_server_label(server: _Server) -> str:
@@ -256,6 +371,13 @@ def _ownership_names(result: Lookup) -> list[str]:
     kind = "cname" if result.first_hop.startswith("CNAME ") else "a"
     first, _, rest = result.name.partition(".")
     return [f"{kind}-{first}.{rest}", result.name]
+
+
+def _txt_shown(app: App, asker: Asker, name: str) -> str:
+    txt = cached_lookup(app, asker, name, "TXT")
+    if not txt.ok:
+        return txt.outcome
+    return ", ".join(txt.records) or "no TXT records"
 
 
 def _owner(app: App, asker: Asker, result: Lookup) -> str | None:
@@ -274,7 +396,7 @@ def dns_ownership(app: App) -> Outcome:
     host = access_host(app)
     asker = primary(app)
     if asker is None:
-        return fail("no nameserver to ask", "pass --nameserver")
+        return _no_nameserver(app)
     records = [cached_lookup(app, asker, host)]
     pattern = optional_wildcard_pattern(app)
     if pattern:
@@ -283,14 +405,19 @@ def dns_ownership(app: App) -> Outcome:
     owners = {r.name: _owner(app, asker, r) for r in records if r.first_hop and r.outcome == "NOERROR"}
     data = {"owners": owners}
     missing = [name for name, owner in owners.items() if owner is None]
-    if missing:
-        return warn(f"no ExternalDNS ownership TXT record for {', '.join(missing)} (looked for "
-                    f"{', '.join(n for r in records if r.name in missing for n in _ownership_names(r))})",
-                    "the records are not managed by ExternalDNS (it will not update them), or it runs with "
-                    "--txt-prefix/--txt-suffix; if they should be managed, let ExternalDNS adopt them",
-                    **data)
+    fix = ["the records are not managed by ExternalDNS (it will not update them), or it runs with "
+           "--txt-prefix/--txt-suffix; if they should be managed, let ExternalDNS adopt them"]
+    problems = [OWNERSHIP_MISSING(
+        f"no ExternalDNS ownership TXT record for {r.name} (looked for {', '.join(_ownership_names(r))})",
+        evidence=[f"{r.server}: {r.name} → {r.first_hop}",
+                  *(f"{asker.label}: {n} TXT → {_txt_shown(app, asker, n)}" for n in _ownership_names(r))],
+        fix=[*fix, _dig(asker, "TXT", _ownership_names(r)[0])]) for r in records if r.name in missing]
+    if problems:
+        return found(problems, "", **data)
     if not owners:
-        return warn("nothing resolved to check ownership of (see dns.access-host)", None, **data)
+        return found([OWNERSHIP_UNCHECKED(
+            "nothing resolved to check ownership of (see dns.access-host)",
+            evidence=[_answer(r) for r in records])], "", **data)
     return ok("; ".join(f"{n} owned ({o.split('external-dns/resource=')[-1] if o else ''})"
                         for n, o in owners.items()), **data)
 

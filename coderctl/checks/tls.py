@@ -10,11 +10,11 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coderctl.checks import cloudflare
-from coderctl.checks.base import Outcome, check, fail, ok, skip, warn
+from coderctl.checks.base import Outcome, check, found, skip
 from coderctl.checks.network import (
     resolve_access_url,
     sample_host,
@@ -25,11 +25,70 @@ from coderctl.checks.network import (
 from coderctl.clients.dns import Nameserver
 from coderctl.clients.http import Target, describe_error
 from coderctl.context import App
+from coderctl.problems import Problem, Severity, code
 
 DNS_LIBS = ("dns.resolver", "dns.rdatatype", "dns.rcode", "dns.exception")  # imported before the checks start
 WARN_DAYS = 21
 FAIL_DAYS = 7
 _NO_CHECK_TIME = 0x200000  # OpenSSL X509_V_FLAG_NO_CHECK_TIME: dates are judged below, not by OpenSSL
+INSECURE_NOTE = " (not failing: --insecure)"
+
+_REISSUE = ("Renew or reissue the certificate so it covers the host (cert-manager: kubectl describe certificate); "
+            "behind Cloudflare, the edge certificate is Cloudflare's and the one checked here is the origin's.")
+NAME_MISMATCH = code(
+    "TLS-NAME-MISMATCH", "fail", "The certificate does not cover the host",
+    meaning="The certificate served for the host (SNI) lists other names: clients refuse the connection.",
+    evidence="The host asked for and the certificate's names, issuer and expiry.",
+    fix=_REISSUE, check="tls.access-url, tls.wildcard")
+CERT_EXPIRED = code(
+    "TLS-CERT-EXPIRED", "fail", "The certificate has expired",
+    meaning="The certificate's notAfter is in the past: clients refuse the connection.",
+    evidence="The certificate's names, issuer and notAfter.",
+    fix=_REISSUE, check="tls.access-url, tls.wildcard")
+CERT_EXPIRES_SOON = code(
+    "TLS-CERT-EXPIRES-SOON", "fail", "The certificate expires within 7 days",
+    meaning=f"Fewer than {FAIL_DAYS} days are left (Tailscale's derpprobe fails at this point too): renewal "
+            "has most likely failed.",
+    evidence="The certificate's names, issuer and notAfter.",
+    fix=_REISSUE, check="tls.access-url, tls.wildcard")
+CERT_EXPIRING = code(
+    "TLS-CERT-EXPIRING", "warn", "The certificate expires within 21 days",
+    meaning=f"Fewer than {WARN_DAYS} days are left: automatic renewal (cert-manager renews 90-day certificates "
+            "30 days ahead) may be failing.",
+    evidence="The certificate's names, issuer and notAfter.",
+    fix=_REISSUE, check="tls.access-url, tls.wildcard")
+OLD_PROTOCOL = code(
+    "TLS-OLD-PROTOCOL", "fail", "An obsolete TLS version was negotiated",
+    meaning="The server negotiated TLS 1.0/1.1 or SSLv3, which current clients refuse.",
+    evidence="The negotiated version.",
+    fix="Allow TLS 1.2 and 1.3 only on the ingress (ingress-nginx ConfigMap key ssl-protocols).",
+    check="tls.access-url, tls.wildcard")
+CHAIN_UNTRUSTED = code(
+    "TLS-CHAIN-UNTRUSTED", "fail", "The certificate chain does not lead to a trusted root",
+    meaning="Verification of the served chain failed: a missing intermediate, a self-signed or private CA.",
+    evidence="The URL and OpenSSL's verification error.",
+    fix="Serve the full chain (leaf + intermediates), or pass --ca-file for a private CA.",
+    check="tls.access-url, tls.wildcard")
+HANDSHAKE_REFUSED = code(
+    "TLS-HANDSHAKE-REFUSED", "fail", "The server refused the TLS handshake for the host",
+    meaning="The handshake ended with a TLS alert: no certificate is configured for this name.",
+    evidence="The URL and the TLS error.",
+    fix="Configure a certificate for the name (Cloudflare: a host more than one level below the zone needs an "
+        "advanced certificate).",
+    check="tls.access-url, tls.wildcard")
+UNREACHABLE = code(
+    "TLS-UNREACHABLE", "fail", "No TLS connection to the host",
+    meaning="The TCP connection for the handshake could not be made (name, refused, timeout).",
+    evidence="The URL and the error.",
+    fix="See http.healthz for the path to the server.",
+    check="tls.access-url, tls.wildcard")
+CLOUDFLARE_ONE_LEVEL = code(
+    "TLS-CLOUDFLARE-ONE-LEVEL", "warn", "Cloudflare's Universal SSL cannot cover the wildcard",
+    meaning="Hosts under the wildcard sit two or more levels below a Cloudflare zone; Universal SSL covers "
+            "one level only, so browsers see ERR_SSL_VERSION_OR_CIPHER_MISMATCH (cloudflare/cloudflared#687).",
+    evidence="The wildcard, the zone and its levels below the zone.",
+    fix="Use a one-level wildcard (*.<zone>) or a Cloudflare advanced certificate for the wildcard.",
+    check="tls.wildcard")
 
 
 @dataclass
@@ -41,6 +100,7 @@ class Served:
     not_after: float
     tls_version: str
     issuer: str
+    port: int = 443
 
     @property
     def days_left(self) -> float:
@@ -79,55 +139,88 @@ def handshake(app: App, url: str) -> Served:
     names = [value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
     issuer_fields = {k: v for rdn in cert.get("issuer", ()) for k, v in rdn}
     issuer = issuer_fields.get("commonName") or issuer_fields.get("organizationName") or ""
-    return Served(target.host, names, ssl.cert_time_to_seconds(cert["notAfter"]), version, issuer)
+    return Served(target.host, names, ssl.cert_time_to_seconds(cert["notAfter"]), version, issuer, target.port)
 
 
-def judge(app: App, served: Served, what: str) -> Outcome:
-    """ok/warn/fail for a certificate: host covered, days left, TLS version. --insecure turns a failure
-    into a warning."""
-    data = {"host": served.host, "names": served.names, "days_left": round(served.days_left, 1),
-            "tls_version": served.tls_version, "issuer": served.issuer}
+def _certificate_evidence(served: Served) -> list[str]:
+    expiry = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(served.not_after))
+    return [f"host (SNI): {served.host}",
+            f"certificate names: {', '.join(served.names) or 'none'}",
+            f"issuer: {served.issuer or 'unnamed'}",
+            f"notAfter: {expiry} ({served.days_left:.1f} days left)",
+            f"negotiated: {served.tls_version}"]
+
+
+def _reissue_fix(served: Served, app: App) -> list[str]:
+    return ["renew or reissue the certificate so it covers the host (cert-manager: kubectl describe certificate; "
+            "behind Cloudflare, the edge certificate is Cloudflare's and this one is the origin's)",
+            f"kubectl -n {app.namespace} get certificate,ingress -o wide",
+            f"openssl s_client -connect {served.host}:{served.port} -servername {served.host} </dev/null | "
+            "openssl x509 -noout -ext subjectAltName -enddate"]
+
+
+def _downgraded(app: App, problems: list[Problem]) -> list[Problem]:
+    """With --insecure, certificate failures are reported as warnings."""
+    if not app.settings.insecure:
+        return problems
+    return [replace(p, severity=Severity.WARN) for p in problems]
+
+
+def certificate_problems(app: App, served: Served, what: str) -> list[Problem]:
+    """What is wrong with a served certificate: host not covered, days left, TLS version."""
+    evidence = _certificate_evidence(served)
+    fix = _reissue_fix(served, app)
     names = ", ".join(served.names) or "no DNS names"
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     if not any(covers(n, served.host) for n in served.names):
-        problems.append(("fail", f"the certificate for {what} covers {names}, not {served.host}"))
+        problems.append(NAME_MISMATCH(f"the certificate for {what} covers {names}, not {served.host}",
+                                      evidence=evidence, fix=fix))
     days = served.days_left
     if days < 0:
-        problems.append(("fail", f"the certificate expired {-days:.0f} days ago"))
+        problems.append(CERT_EXPIRED(f"the certificate expired {-days:.0f} days ago", evidence=evidence, fix=fix))
     elif days < FAIL_DAYS:
-        problems.append(("fail", f"the certificate expires in {days:.1f} days"))
+        problems.append(CERT_EXPIRES_SOON(f"the certificate expires in {days:.1f} days", evidence=evidence,
+                                          fix=fix))
     elif days < WARN_DAYS:
-        problems.append(("warn", f"the certificate expires in {days:.0f} days"))
+        problems.append(CERT_EXPIRING(f"the certificate expires in {days:.0f} days", evidence=evidence, fix=fix))
     if served.tls_version in ("TLSv1", "TLSv1.1", "SSLv3"):
-        problems.append(("fail", f"{served.tls_version} negotiated"))
-    fix = ("renew or reissue the certificate so it covers the host (cert-manager: kubectl describe "
-           "certificate; "
-           "behind Cloudflare, the edge certificate is Cloudflare's and this one is the origin's)")
-    if any(level == "fail" for level, _ in problems):
-        text = "; ".join(t for _, t in problems)
-        if app.settings.insecure:
-            return warn(f"{text} (not failing: --insecure)", fix, **data)
-        return fail(text, fix, **data)
-    if problems:
-        return warn("; ".join(t for _, t in problems), fix, **data)
-    return ok(f"{served.host}: {served.tls_version}, certificate issued by "
-              f"{served.issuer or 'an unnamed issuer'}, "
-              f"valid {days:.0f} more days", **data)
+        problems.append(OLD_PROTOCOL(f"{served.tls_version} negotiated", evidence=evidence,
+                                     fix=["set ssl-protocols: \"TLSv1.2 TLSv1.3\" in the ConfigMap "
+                                          f"{app.settings.ingress_namespace}/{app.settings.ingress_controller}"]))
+    return problems
+
+
+def judge(app: App, served: Served, problems: list[Problem]) -> Outcome:
+    """ok/warn/fail for a certificate from its problems; --insecure turns a failure into a warning."""
+    data = {"host": served.host, "names": served.names, "days_left": round(served.days_left, 1),
+            "tls_version": served.tls_version, "issuer": served.issuer}
+    failing = any(p.severity is Severity.FAIL for p in problems)
+    outcome = found(_downgraded(app, problems),
+                    f"{served.host}: {served.tls_version}, certificate issued by "
+                    f"{served.issuer or 'an unnamed issuer'}, valid {served.days_left:.0f} more days", **data)
+    if failing and app.settings.insecure:
+        outcome.detail += INSECURE_NOTE
+    return outcome
 
 
 def handshake_failure(app: App, url: str, exc: BaseException) -> Outcome:
-    detail = f"TLS to {url}: {describe_error(exc)}"
+    message = f"TLS to {url}: {describe_error(exc)}"
+    evidence = [f"handshake with {Target.parse(url).host}:{Target.parse(url).port}: {describe_error(exc)}"]
     if isinstance(exc, ssl.SSLCertVerificationError):
-        fix = ("the chain does not lead to a trusted root: serve the full chain (leaf + intermediates), "
-               "or pass --ca-file for a private CA")
+        problem = CHAIN_UNTRUSTED(message, evidence=evidence, fix=[
+            "the chain does not lead to a trusted root: serve the full chain (leaf + intermediates), "
+            "or pass --ca-file for a private CA"])
     elif isinstance(exc, ssl.SSLError):
-        fix = ("the server refused the handshake for this name: no certificate for it (Cloudflare: a "
-               "host more than one level below the zone needs an advanced certificate)")
+        problem = HANDSHAKE_REFUSED(message, evidence=evidence, fix=[
+            "the server refused the handshake for this name: no certificate for it (Cloudflare: a "
+            "host more than one level below the zone needs an advanced certificate)"])
     else:
-        fix = "see http.healthz for the path to the server"
+        problem = UNREACHABLE(message, evidence=evidence, fix=["see http.healthz for the path to the server"])
     if app.settings.insecure and isinstance(exc, ssl.SSLCertVerificationError):
-        return warn(detail + " (not failing: --insecure)", fix, url=url)
-    return fail(detail, fix, url=url)
+        outcome = found(_downgraded(app, [problem]), "", url=url)
+        outcome.detail += INSECURE_NOTE
+        return outcome
+    return found([problem], "", url=url)
 
 
 @check("tls.access-url", "network", "The access URL's certificate is valid for its host", uses_cluster=False)
@@ -141,7 +234,7 @@ def tls_access_url(app: App) -> Outcome:
         served = handshake(app, url)
     except (OSError, ValueError) as exc:
         return handshake_failure(app, url, exc)
-    return judge(app, served, "the access host")
+    return judge(app, served, certificate_problems(app, served, "the access host"))
 
 
 def _cloudflare_gap(app: App, pattern: str) -> tuple[str, str] | None:
@@ -182,12 +275,18 @@ def tls_wildcard(app: App) -> Outcome:
         served = handshake(app, host_url)
     except (OSError, ValueError) as exc:
         return handshake_failure(app, host_url, exc)
-    outcome = judge(app, served, pattern)
-    found = _cloudflare_gap(app, pattern)
-    if found is None:
+    problems = certificate_problems(app, served, pattern)
+    outcome = judge(app, served, problems)
+    gap_found = _cloudflare_gap(app, pattern)
+    if gap_found is None:
         return outcome
-    gap, zone = found
-    fix = f"use a one-level wildcard (*.{zone}) or a Cloudflare advanced certificate for {pattern}"
-    if outcome.status.value == "fail":
-        return fail(f"{outcome.detail}; and {gap}", fix, **outcome.data, cloudflare=gap)
-    return warn(f"{outcome.detail}; but {gap}", fix, **outcome.data, cloudflare=gap)
+    gap, zone = gap_found
+    gap_problem = CLOUDFLARE_ONE_LEVEL(
+        gap, evidence=[f"wildcard: {pattern}", f"Cloudflare zone: {zone}",
+                       f"levels below the zone: {cloudflare.levels_below(wildcard_parent(pattern), zone) + 1}"],
+        fix=[f"use a one-level wildcard (*.{zone}) or a Cloudflare advanced certificate for {pattern}"])
+    joined = "and" if outcome.status.value == "fail" else "but"
+    detail = f"{outcome.detail}; {joined} {gap}"
+    combined = found([*outcome.problems, gap_problem], "", **outcome.data, cloudflare=gap)
+    combined.detail = detail
+    return combined
