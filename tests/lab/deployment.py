@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +21,7 @@ import pytest
 
 from lab.coder import FakeCoder
 from lab.dns import LabDNS, reference_zones
+from lab.kube.runtime import PodRuntime
 from lab.kubeapi import FakeKubeAPI, lab_values, load_manifests
 from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN, LabNginx
 from lab.postgres import LabPostgres
@@ -61,6 +62,24 @@ class Lab:
     ingress: Ingress
     values: dict[str, str]
     kubeconfig: Path
+    runtimes: list[PodRuntime] = field(default_factory=list)
+
+    def enable_runtime(self, **options: Any) -> PodRuntime:
+        """Pods that start, log in to the lab's PostgreSQL and roll out step by step (lab/kube/runtime.py);
+        the PostgreSQL Services lead to the lab's server. Stopped with the lab."""
+        backend = (self.postgres.host, self.postgres.port)
+        backends = {"coder/coder-coder-postgresql": backend, "coder/coder-coder-postgresql-hl": backend,
+                    **options.pop("backends", {})}
+        runtime = PodRuntime(backends=backends, **options).attach(self.kube)
+        self.runtimes.append(runtime)
+        # The PostgreSQL container's own password variables now come from its spec, fixed when it starts.
+        env = {k: v for k, v in bitnami_pod_env(self.postgres).items() if "PASSWORD" not in k}
+        self.kube.set_exec("coder", "coder-coder-postgresql-0", env=env, path_map=bitnami_path_map(self.postgres))
+        return runtime
+
+    def stop_runtimes(self) -> None:
+        while self.runtimes:
+            self.runtimes.pop().stop()
 
     def args(self, *more: str, timeout: float = 3.0) -> list[str]:
         """Global options pointing at the lab's cluster."""
@@ -123,9 +142,7 @@ def start_cluster(pg: LabPostgres, ingress: Ingress, ca: LabCA, workdir: Path) -
     api.values = values
     api.start()
     try:
-        api.set_exec("coder", "coder-coder-postgresql-0", env=bitnami_pod_env(pg),
-                     path_map={"/opt/bitnami/postgresql/bin/pg_dump": str(pg.bindir / "pg_dump"),
-                               "/opt/bitnami/postgresql/bin/psql": str(pg.bindir / "psql")})
+        api.set_exec("coder", "coder-coder-postgresql-0", env=bitnami_pod_env(pg), path_map=bitnami_path_map(pg))
         kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
     except BaseException:
         api.stop()
@@ -147,6 +164,7 @@ def lab(lab_postgres: LabPostgres, lab_ingress: Ingress, lab_ca: LabCA, tmp_path
     try:
         yield built
     finally:
+        built.stop_runtimes()
         built.kube.stop()
 
 
@@ -165,6 +183,7 @@ def standalone_lab(workdir: Path) -> Iterator[Lab]:
         dns = stack.enter_context(LabDNS(reference_zones()))
         built = start_cluster(pg, Ingress(coder, nginx, ca, dns), ca, workdir)
         stack.callback(built.kube.stop)
+        stack.callback(built.stop_runtimes)
         yield built
 
 
@@ -178,6 +197,11 @@ def bitnami_pod_env(pg: LabPostgres) -> dict[str, str]:
         "POSTGRES_PASSWORD": pg.user_password, "POSTGRES_POSTGRES_PASSWORD": pg.admin_password,
         "BITNAMI_APP_NAME": "postgresql", "HOME": "/tmp",
     }
+
+
+def bitnami_path_map(pg: LabPostgres) -> dict[str, str]:
+    return {"/opt/bitnami/postgresql/bin/pg_dump": str(pg.bindir / "pg_dump"),
+            "/opt/bitnami/postgresql/bin/psql": str(pg.bindir / "psql")}
 
 
 def _point_coder_at(manifests: list[dict[str, Any]], ingress: Ingress) -> None:

@@ -2,6 +2,9 @@
 
 It runs synchronously after writes that arrive over HTTP (a client scaling or restarting a workload), never
 after seeding or scenarios, which describe the whole state themselves.
+
+With a pod runtime attached to the store (lab/kube/runtime.py, opt-in), writes are handed to it instead: it
+rolls workloads out step by step (lab/kube/rollout.py) and runs their pods' containers.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import copy
 import hashlib
 import json
 import random
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .store import Store, now_rfc3339
 
@@ -21,6 +25,38 @@ NODE_IP = "192.168.80.10"
 
 PodCreated = Callable[[dict[str, Any], list[dict[str, Any]]], None]
 """Called with a new pod and the pods it replaces (to carry over scripted logs)."""
+
+
+class Kubelet(Protocol):
+    """What the controllers hand over to an attached pod runtime."""
+
+    def workload_changed(self, kind: str, namespace: str, name: str) -> None:
+        """A Deployment or StatefulSet was written (or lost a pod): reconcile it now and from now on."""
+
+
+_KUBELETS: weakref.WeakKeyDictionary[Store, Kubelet] = weakref.WeakKeyDictionary()
+
+
+def attach_kubelet(store: Store, kubelet: Kubelet) -> None:
+    _KUBELETS[store] = kubelet
+
+
+def detach_kubelet(store: Store, kubelet: Kubelet) -> None:
+    if _KUBELETS.get(store) is kubelet:
+        del _KUBELETS[store]
+
+
+def kubelet_of(store: Store) -> Kubelet | None:
+    return _KUBELETS.get(store)
+
+
+def _handed_over(store: Store, workload: dict[str, Any]) -> bool:
+    kubelet = kubelet_of(store)
+    if kubelet is None:
+        return False
+    meta = workload["metadata"]
+    kubelet.workload_changed(workload["kind"], meta["namespace"], meta["name"])
+    return True
 
 
 def _encode(digest: bytes, length: int) -> str:
@@ -58,10 +94,12 @@ def running_pod(name: str, namespace: str, template: dict[str, Any], owner: dict
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("serviceAccountName", "default")
     now = now_rfc3339()
+    def image_id(image: str) -> str:
+        return f"{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
     statuses = [
         {
-            "name": c["name"], "image": c.get("image", ""),
-            "imageID": f"{c.get('image', '').split(':')[0]}@sha256:{hashlib.sha256(c.get('image', '').encode()).hexdigest()}",
+            "name": c["name"], "image": c.get("image", ""), "imageID": image_id(c.get("image", "")),
             "containerID": f"containerd://{random.getrandbits(256):064x}",
             "ready": True, "started": True, "restartCount": 0, "state": {"running": {"startedAt": now}},
         }
@@ -91,6 +129,8 @@ def running_pod(name: str, namespace: str, template: dict[str, Any], owner: dict
 
 def reconcile_deployment(store: Store, old: dict[str, Any] | None, new: dict[str, Any],
                          pod_created: PodCreated) -> None:
+    if _handed_over(store, new):
+        return
     ns, name, uid = new["metadata"]["namespace"], new["metadata"]["name"], new["metadata"]["uid"]
     spec = new.get("spec") or {}
     replicas = int(spec.get("replicas", 1))
@@ -179,6 +219,8 @@ def _set_deployment_status(store: Store, ns: str, name: str, replicas: int, rs_n
 
 def reconcile_statefulset(store: Store, old: dict[str, Any] | None, new: dict[str, Any],
                           pod_created: PodCreated) -> None:
+    if _handed_over(store, new):
+        return
     ns, name, uid = new["metadata"]["namespace"], new["metadata"]["name"], new["metadata"]["uid"]
     spec = new.get("spec") or {}
     replicas = int(spec.get("replicas", 1))
@@ -186,7 +228,7 @@ def reconcile_statefulset(store: Store, old: dict[str, Any] | None, new: dict[st
     changed = old is not None and (old.get("spec") or {}).get("template") != template
     revision = f"{name}-{template_hash(template)}"
     pods = {p["metadata"]["name"]: p for p in store.list("Pod", ns) if _owned_by(p, uid)}
-    for pod_name, pod in pods.items():
+    for pod_name in pods:
         ordinal = pod_name.rsplit("-", 1)[-1]
         if not ordinal.isdigit() or int(ordinal) >= replicas or changed:
             store.delete("Pod", ns, pod_name)

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .runtime import rewrite_paths, runtime_of
 from .state import ExecConfig, LabState
 from .store import ApiError, Store
 
@@ -123,6 +124,20 @@ def resolve_argv(command: list[str], env: dict[str, str], path_map: dict[str, st
     return [first, *command[1:]]
 
 
+def _inside(state: LabState, pod: dict[str, Any], req: ExecRequest) -> tuple[dict[str, str], list[str]]:
+    """The environment and argv a command gets in the container.
+
+    Without a pod runtime: the env resolved from the store now. With one (lab/kube/runtime.py): the env the
+    container started with, and the container's volume mount paths rewritten, in argv and env, to the local
+    directories that hold the volume files, so scripts that read ``/opt/.../secrets/password`` work."""
+    runtime = runtime_of(state.store)
+    view = runtime.exec_view(req.namespace, req.pod, req.container) if runtime is not None else None
+    if view is None:
+        return {**BASE_ENV, **container_env(state.store, pod, req.container)}, list(req.command)
+    env, mounts = view
+    return {**BASE_ENV, **env}, [rewrite_paths(arg, mounts) for arg in req.command]
+
+
 def _status(protocol: str, exit_code: int | None, error: str | None = None) -> bytes:
     if protocol == "channel.k8s.io":
         if error:
@@ -166,12 +181,13 @@ async def serve(request: web.Request, state: LabState, req: ExecRequest, pod: di
     with state.lock:
         config = state.execs.get((req.namespace, req.pod), ExecConfig())
         fault = dict(state.exec_fault) if state.exec_fault else {}
-    env = {**BASE_ENV, **container_env(state.store, pod, req.container), **config.env}
+    env, command = _inside(state, pod, req)
+    env = {**env, **config.env}
     entry: dict[str, Any] = {"namespace": req.namespace, "pod": req.pod, "container": req.container,
                              "command": list(req.command), "exit_code": None}
     with state.lock:
         state.exec_log.append(entry)
-    argv = resolve_argv(req.command, env, config.path_map)
+    argv = resolve_argv(command, env, config.path_map)
     if argv is None:
         entry["exit_code"] = 127
         message = (f"Internal error occurred: error executing command in container: failed to exec in "
