@@ -2,51 +2,47 @@
 
 Objects come back as plain dicts (the JSON the API sent): checks read a few fields of many kinds,
 custom resources included, and dicts keep that uniform without importing the generated models.
+The error classes live in kube_errors.py (re-exported here), watching and waiting in kube_watch.py,
+Lease helpers in kube_lease.py.
 """
 
 from __future__ import annotations
 
+import builtins
+import copy
 import json
 import os
+import ssl
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
-from coderctl.errors import CoderctlError, ConfigError
+from coderctl.clients.kube_errors import KubeAlreadyExists as KubeAlreadyExists
+from coderctl.clients.kube_errors import KubeApiError as KubeApiError
+from coderctl.clients.kube_errors import KubeConflict as KubeConflict
+from coderctl.clients.kube_errors import KubeError as KubeError
+from coderctl.clients.kube_errors import KubeForbidden as KubeForbidden
+from coderctl.clients.kube_errors import KubeGone as KubeGone
+from coderctl.clients.kube_errors import KubeNotFound as KubeNotFound
+from coderctl.clients.kube_errors import KubeUnauthorized as KubeUnauthorized
+from coderctl.clients.kube_errors import KubeUnreachable as KubeUnreachable
+from coderctl.clients.kube_errors import KubeWaitTimeout as KubeWaitTimeout
+from coderctl.clients.kube_errors import api_error
+from coderctl.errors import ConfigError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
 
+    from coderctl.clients.kube_watch import WatchEvent
 
-class KubeError(CoderctlError):
-    """The API answered with an error, or could not be reached."""
-
-
-class KubeUnreachable(KubeError):
-    pass
-
-
-class KubeApiError(KubeError):
-    def __init__(self, status: int, message: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-
-class KubeNotFound(KubeApiError):
-    pass
-
-
-class KubeForbidden(KubeApiError):
-    def __init__(self, status: int, message: str, reason: str, verb: str, resource: str) -> None:
-        super().__init__(status, message, reason)
-        self.verb = verb
-        self.resource = resource
-
-
-class KubeUnauthorized(KubeApiError):
-    pass
+PatchKind = Literal["merge", "strategic", "json"]
+PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +78,7 @@ INFISICALSECRETS = Resource("secrets.infisical.com/v1alpha1", "infisicalsecrets"
 HELMRELEASES = Resource("helm.toolkit.fluxcd.io/v2", "helmreleases")
 KUSTOMIZATIONS = Resource("kustomize.toolkit.fluxcd.io/v1", "kustomizations")
 IPADDRESSPOOLS = Resource("metallb.io/v1beta1", "ipaddresspools")
+LEASES = Resource("coordination.k8s.io/v1", "leases")
 
 
 def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
@@ -119,7 +116,11 @@ def _load_configuration(kubeconfig: str | None, context: str | None) -> Configur
 
 
 class KubeClient:
-    """A thin, thread-safe wrapper: get/list/patch/logs as dicts, errors as KubeError subclasses."""
+    """A thin, thread-safe wrapper: objects as dicts, errors as KubeError subclasses.
+
+    Reads (get, list, logs), writes (create, replace, the three patch kinds, delete) with resourceVersion
+    preconditions (a stale one raises KubeConflict), and waits (watch, wait_for: kube_watch.py).
+    """
 
     def __init__(self, kubeconfig: str | None, context: str | None, timeout: float) -> None:
         self.configuration = _load_configuration(kubeconfig, context)
@@ -127,6 +128,8 @@ class KubeClient:
         self.configuration.connection_pool_maxsize = 32  # checks run concurrently; keep their connections
         self.timeout = timeout
         self._api: ApiClient | None = None
+
+    # connection: what other transports (exec over WebSocket, watch streams) reuse --------------------------
 
     @property
     def host(self) -> str:
@@ -139,6 +142,54 @@ class KubeClient:
 
             self._api = ApiClient(self.configuration)
         return self._api
+
+    @property
+    def tls_server_name(self) -> str | None:
+        return self.configuration.tls_server_name or None
+
+    @property
+    def proxy(self) -> str | None:
+        return self.configuration.proxy or None
+
+    def url(self, path: str, query: dict[str, Any] | list[tuple[str, str]] | None = None, *,
+            websocket: bool = False) -> str:
+        """The full URL of an API path; `websocket` turns http(s) into ws(s)."""
+        url = self.host.rstrip("/")
+        if websocket:
+            url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        url += path
+        if isinstance(query, dict):
+            query = [(k, v) for k, v in query.items() if v is not None]
+        if query:
+            url += "?" + urlencode(query, doseq=True)
+        return url
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header the kubeconfig calls for (refreshing an expiring token first)."""
+        cfg = self.configuration
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
+        if token:
+            return {"Authorization": token}
+        if cfg.username and cfg.password:
+            return {"Authorization": str(cfg.get_basic_auth_token())}
+        return {}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS as the kubeconfig says (CA, client certificate, insecure-skip-tls-verify); None for http."""
+        cfg = self.configuration
+        if not self.host.startswith("https"):
+            return None
+        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if cfg.ca_cert_data:
+            ctx.load_verify_locations(cadata=cfg.ca_cert_data)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        if not cfg.verify_ssl:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     def request(
         self,
@@ -153,11 +204,8 @@ class KubeClient:
     ) -> Any:
         import urllib3
 
-        url = self.host.rstrip("/") + path
-        if query:
-            url += "?" + urlencode({k: v for k, v in query.items() if v is not None}, doseq=True)
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        self._authorize(headers)
+        url = self.url(path, query)
+        headers = {"Accept": "application/json", "Content-Type": content_type, **self.auth_headers()}
         t = timeout or self.timeout
         try:
             response = self.api.rest_client.request(
@@ -165,22 +213,14 @@ class KubeClient:
             )
             data = response.read()
         except urllib3.exceptions.HTTPError as exc:
-            raise KubeUnreachable(f"cannot reach the Kubernetes API at {self.host}: {_reason(exc)}") from None
+            raise KubeUnreachable(f"cannot reach the Kubernetes API at {self.host}: {transport_reason(exc)}") from None
         if response.status >= 400:
-            raise _api_error(method, path, response.status, data)
+            raise api_error(method, path, response.status, data)
         if raw:
             return data.decode("utf-8", "replace")
         return json.loads(data) if data else {}
 
-    def _authorize(self, headers: dict[str, str]) -> None:
-        cfg = self.configuration
-        if cfg.refresh_api_key_hook is not None:
-            cfg.refresh_api_key_hook(cfg)
-        token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
-        if token:
-            headers["Authorization"] = token
-        elif cfg.username and cfg.password:
-            headers["Authorization"] = str(cfg.get_basic_auth_token())
+    # reads -----------------------------------------------------------------------------------------------
 
     def version(self) -> dict[str, Any]:
         return dict(self.request("GET", "/version"))
@@ -202,15 +242,23 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
+        return self.list_with_version(resource, namespace, label_selector=label_selector,
+                                      field_selector=field_selector)[0]
+
+    def list_with_version(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """The items and the list's resourceVersion, the position a watch continues from."""
         data = self.request(
             "GET", resource.path(namespace),
             query={"labelSelector": label_selector, "fieldSelector": field_selector},
         )
-        return list(data.get("items") or [])
-
-    def patch(self, resource: Resource, name: str, namespace: str | None, patch: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PATCH", resource.path(namespace, name), body=patch,
-                                 content_type="application/merge-patch+json"))
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
     def logs(
         self, namespace: str, pod: str, container: str | None = None, *, previous: bool = False,
@@ -219,42 +267,96 @@ class KubeClient:
         query = {"container": container, "previous": "true" if previous else None, "tailLines": tail_lines}
         return str(self.request("GET", PODS.path(namespace, pod, "log"), query=query, raw=True))
 
+    # writes ----------------------------------------------------------------------------------------------
 
-def _reason(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    text = str(reason)
+    def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """POST; an object of the same name raises KubeAlreadyExists."""
+        return dict(self.request("POST", resource.path(namespace), body=body))
+
+    def replace(self, resource: Resource, name: str, namespace: str | None, body: dict[str, Any], *,
+                resource_version: str | None = None) -> dict[str, Any]:
+        """PUT the whole object. The write happens only at `resource_version` (by default the body's
+        metadata.resourceVersion); KubeConflict when the object changed since."""
+        if resource_version is not None:
+            body = {**body, "metadata": {**(body.get("metadata") or {}), "resourceVersion": resource_version}}
+        return dict(self.request("PUT", resource.path(namespace, name), body=body))
+
+    def patch(self, resource: Resource, name: str, namespace: str | None, patch: Any, *,
+              kind: PatchKind = "merge", resource_version: str | None = None) -> dict[str, Any]:
+        """A merge patch (RFC 7386), a strategic merge patch (not for custom resources), or a JSON patch
+        (RFC 6902, a list of operations). With `resource_version` it applies only to that version of the
+        object, else KubeConflict: the API server compares the patched object's resourceVersion with the
+        stored one, which is how preconditions work for all three kinds."""
+        if kind not in PATCH_CONTENT_TYPES:
+            raise ValueError(f"unknown patch kind {kind!r}")
+        if kind == "json":
+            if not isinstance(patch, list):
+                raise ValueError("a JSON patch is a list of operations")
+            if resource_version is not None:
+                patch = [{"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
+                         *patch]
+        elif resource_version is not None:
+            patch = copy.deepcopy(patch)
+            patch.setdefault("metadata", {})["resourceVersion"] = resource_version
+        return dict(self.request("PATCH", resource.path(namespace, name), body=patch,
+                                 content_type=PATCH_CONTENT_TYPES[kind]))
+
+    def delete(self, resource: Resource, name: str, namespace: str | None, *, uid: str | None = None,
+               resource_version: str | None = None, propagation: str | None = None) -> dict[str, Any]:
+        """DELETE, only if the object still has this `uid` / `resource_version` (else KubeConflict).
+        `propagation`: "Foreground", "Background" or "Orphan" for the objects it owns."""
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            options["preconditions"] = preconditions
+        if propagation:
+            options["propagationPolicy"] = propagation
+        return dict(self.request("DELETE", resource.path(namespace, name), body=options))
+
+    # waits -----------------------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        deadline: float,
+        name: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        known: builtins.list[dict[str, Any]] | None = None,
+    ) -> Iterator[WatchEvent]:
+        """(type, object) events until `deadline` (time.monotonic()), resuming across 410 Gone; see
+        kube_watch.watch. A generator: close it (or use contextlib.closing) to release the connection early."""
+        from coderctl.clients.kube_watch import watch
+
+        return watch(self, resource, namespace, deadline=deadline, name=name, label_selector=label_selector,
+                     field_selector=field_selector, resource_version=resource_version, known=known)
+
+    def wait_for(self, resource: Resource, namespace: str | None, name: str,
+                 predicate: Callable[[dict[str, Any]], bool], deadline: float, *,
+                 describe: Callable[[dict[str, Any] | None], str] | None = None) -> dict[str, Any]:
+        """The object once `predicate` holds for it; KubeWaitTimeout at `deadline` (see kube_watch)."""
+        from coderctl.clients.kube_watch import wait_for
+
+        return wait_for(self, resource, namespace, name, predicate, deadline, describe=describe)
+
+    def wait_deleted(self, resource: Resource, namespace: str | None, name: str, deadline: float, *,
+                     uid: str | None = None) -> None:
+        """Return once the object (with this `uid`, if given) is gone; KubeWaitTimeout at `deadline`."""
+        from coderctl.clients.kube_watch import wait_deleted
+
+        wait_deleted(self, resource, namespace, name, deadline, uid=uid)
+
+
+def transport_reason(exc: Exception) -> str:
+    """A short reason for a transport error (connection refused, timed out, TLS verification failed)."""
+    cause = getattr(exc, "reason", None) or exc
+    text = str(cause)
     for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
                           ("Name or service not known", "host name not found"),
                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed")):
         if needle in text:
             return short
     return text.split(": ", 1)[-1][:200]
-
-
-_VERBS = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
-
-
-def _api_error(method: str, path: str, status: int, data: bytes) -> KubeApiError:
-    try:
-        body = json.loads(data)
-        message = str(body.get("message") or "")
-        reason = str(body.get("reason") or "")
-    except (ValueError, AttributeError):
-        message, reason = data.decode("utf-8", "replace")[:200], ""
-    message = message or f"HTTP {status}"
-    if status == 404:
-        return KubeNotFound(status, message, reason)
-    if status == 401:
-        return KubeUnauthorized(status, f"the Kubernetes API rejected the credentials: {message}", reason)
-    if status == 403:
-        parts = [p for p in path.split("?")[0].split("/") if p]
-        verb = _VERBS.get(method, method.lower())
-        resource = parts[-1] if parts else path
-        if "namespaces" in parts:
-            after = parts[parts.index("namespaces") + 2:]
-            if after:
-                resource = after[0] + ("/" + after[2] if len(after) > 2 else "")
-                if method == "GET" and len(after) == 1:
-                    verb = "list"
-        return KubeForbidden(status, message, reason, verb, resource)
-    return KubeApiError(status, message, reason)

@@ -2,23 +2,22 @@
 
 The official client's `stream()` decodes output as text, keeps all of it in memory and stops after its
 request timeout (REFERENCE.md), which is wrong for a database dump. This speaks the protocol directly
-with `websockets`, reusing the client's host, TLS and credentials: every binary message starts with a
-channel byte (0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize); the command's exit status arrives
-as a `Status` object on channel 3. `v5.channel.k8s.io` adds a close frame `[255, channel]` so the
-command can see the end of its stdin.
+with `websockets`, reusing the client's URL, TLS context and credentials (KubeClient.url, ssl_context,
+auth_headers): every binary message starts with a channel byte (0 stdin, 1 stdout, 2 stderr, 3
+error/status, 4 resize); the command's exit status arrives as a `Status` object on channel 3.
+`v5.channel.k8s.io` adds a close frame `[255, channel]` so the command can see the end of its stdin.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
-from coderctl.clients.kube import PODS, KubeClient, KubeError, KubeUnreachable, _api_error
+from coderctl.clients.kube import PODS, KubeClient, KubeError, KubeUnreachable
+from coderctl.clients.kube_errors import api_error
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
@@ -43,21 +42,6 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
-
-
-def ssl_context_for(kube: KubeClient) -> ssl.SSLContext | None:
-    cfg = kube.configuration
-    if not kube.host.startswith("https"):
-        return None
-    ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-    if cfg.ca_cert_data:
-        ctx.load_verify_locations(cadata=cfg.ca_cert_data)
-    if cfg.cert_file:
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-    if not cfg.verify_ssl:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def parse_status(raw: bytes) -> tuple[int, str, dict[str, Any]]:
@@ -106,21 +90,17 @@ def exec_stream(
     query += [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin is not None else "false")]
     if container:
         query.append(("container", container))
-    url = kube.host.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    url += PODS.path(namespace, pod, "exec") + "?" + urlencode(query)
-    headers: dict[str, str] = {}
-    kube._authorize(headers)
+    url = kube.url(PODS.path(namespace, pod, "exec"), query, websocket=True)
     try:
         ws = connect(
-            url, ssl=ssl_context_for(kube), additional_headers=headers, subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
+            url, ssl=kube.ssl_context(), additional_headers=kube.auth_headers(), subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
             open_timeout=kube.timeout, close_timeout=1, max_size=None, compression=None,
-            server_hostname=kube.configuration.tls_server_name or None,
-            user_agent_header="coderctl", proxy=kube.configuration.proxy or None,
+            server_hostname=kube.tls_server_name, user_agent_header="coderctl", proxy=kube.proxy,
             ping_interval=20, ping_timeout=60,
         )
     except InvalidStatus as exc:
         response = exc.response
-        raise _api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code,
+        raise api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code,
                          bytes(response.body or b"")) \
             from None
     except (OSError, InvalidHandshake, TimeoutError) as exc:

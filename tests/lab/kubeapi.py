@@ -1,8 +1,10 @@
 """A fake Kubernetes API server for the lab: in-memory objects behind real HTTP(S).
 
 Real ``kubectl`` and the official ``kubernetes`` Python client work against it unchanged: discovery, CRUD with
-merge/strategic/JSON patches, ``status``/``scale`` subresources, server-side tables, watch, pod logs and
-``pods/exec`` over the WebSocket channel protocols (the command runs locally, see :meth:`FakeKubeAPI.set_exec`).
+merge/strategic/JSON patches and resourceVersion/uid preconditions, ``status``/``scale`` subresources,
+server-side tables, watch (resumable from a resourceVersion, 410 Gone once compacted, bookmarks), Leases,
+pod logs and ``pods/exec`` over the WebSocket channel protocols (the command runs locally, see
+:meth:`FakeKubeAPI.set_exec`).
 A tiny controller reacts to writes made through the API: scaling a Deployment or StatefulSet, or changing its
 pod template (``kubectl rollout restart``), replaces pods and updates status; so do :meth:`FakeKubeAPI.put`
 and :meth:`FakeKubeAPI.patch` (in-cluster actors such as the fake Infisical operator). Seeding and scenarios
@@ -359,7 +361,7 @@ class FakeKubeAPI:
             self._state.forbidden.clear()
             self._state.grants = None
 
-    def grant_only(self, roles: list[dict[str, Any]]) -> None:
+    def grant_only(self, roles: builtins.list[dict[str, Any]]) -> None:
         """Deny everything but what these Role/ClusterRole manifests allow (like RBAC for one user)."""
         grants = []
         for role in roles:
@@ -369,6 +371,31 @@ class FakeKubeAPI:
             grants += [(ns, rule) for rule in role.get("rules") or []]
         with self._state.lock:
             self._state.grants = grants
+
+    def compact_watch_history(self, *, end_watches: bool = True) -> None:
+        """Like an etcd compaction: a watch resuming from any resourceVersion handed out so far gets 410 Gone.
+        ``end_watches`` also ends the open watch streams, so that their clients must resume now."""
+        self._state.store.compact()
+        if end_watches and self._server is not None:
+            self._server.end_watches()
+
+    def end_watches(self) -> None:
+        """End the open watch streams (as an API server restart would); clients resume where they were."""
+        if self._server is not None:
+            self._server.end_watches()
+
+    def send_watch_bookmarks(self) -> None:
+        if self._server is not None:
+            self._server.bookmark()
+
+    @property
+    def watch_expired_http(self) -> bool:
+        """Answer a watch from a compacted resourceVersion with HTTP 410 instead of an ERROR event."""
+        return self._state.watch_expired_http
+
+    @watch_expired_http.setter
+    def watch_expired_http(self, value: bool) -> None:
+        self._state.watch_expired_http = value
 
     @property
     def exec_fault(self) -> dict[str, Any] | None:

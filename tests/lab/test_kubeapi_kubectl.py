@@ -303,3 +303,97 @@ def test_unscheduled_pod(kube_api: FakeKubeAPI, k: Kubectl) -> None:
     assert _out(k("logs", POSTGRES_POD)) == ""
     refused = k("exec", POSTGRES_POD, "--", "true", check=False)
     assert f"pod {POSTGRES_POD} does not have a host assigned" in refused.stderr.decode()
+
+
+# writes with preconditions, Leases, watch ---------------------------------------------------------------------
+
+LEASE = b"""\
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: lab-lock
+  namespace: coder
+spec:
+  holderIdentity: alice
+  leaseDurationSeconds: 30
+"""
+
+
+def test_lease_create_patch_kinds_delete(kube_api: FakeKubeAPI, k: Kubectl) -> None:
+    assert _out(k("create", "-f", "-", input=LEASE)).strip() == "lease.coordination.k8s.io/lab-lock created"
+    table = _out(k("get", "leases", "-n", "coder"))
+    assert table.split("\n")[0].split() == ["NAME", "HOLDER", "AGE"] and "alice" in table
+    k("patch", "lease", "lab-lock", "--type=merge", "-p", '{"spec":{"holderIdentity":"bob"}}')
+    k("patch", "lease", "lab-lock", "--type=json", "-p", '[{"op":"replace","path":"/spec/leaseDurationSeconds",'
+                                                         '"value":60}]')
+    k("patch", "lease", "lab-lock", "--type=strategic", "-p", '{"metadata":{"labels":{"lab":"yes"}}}')
+    lease = kube_api.get("Lease", "coder", "lab-lock")
+    assert lease is not None
+    assert (lease["spec"]["holderIdentity"], lease["spec"]["leaseDurationSeconds"]) == ("bob", 60)
+    assert lease["metadata"]["labels"] == {"lab": "yes"}
+    duplicate = k("create", "-f", "-", input=LEASE, check=False)
+    assert duplicate.returncode == 1
+    assert duplicate.stderr.decode().strip() == \
+        'Error from server (AlreadyExists): error when creating "STDIN": leases.coordination.k8s.io "lab-lock" ' \
+        "already exists"
+    assert _out(k("delete", "lease", "lab-lock", "--dry-run=server")).strip() == \
+        'lease.coordination.k8s.io "lab-lock" deleted (server dry run)'
+    assert kube_api.get("Lease", "coder", "lab-lock") is not None
+    assert _out(k("delete", "lease", "lab-lock")).strip() == 'lease.coordination.k8s.io "lab-lock" deleted'
+    assert kube_api.get("Lease", "coder", "lab-lock") is None
+
+
+@pytest.mark.parametrize("patch_type", ["merge", "strategic"])
+def test_a_stale_resource_version_is_a_conflict(kube_api: FakeKubeAPI, k: Kubectl, patch_type: str) -> None:
+    k("create", "-f", "-", input=LEASE)
+    patch = '{"metadata":{"resourceVersion":"1"},"spec":{"holderIdentity":"mallory"}}'
+    stale = k("patch", "lease", "lab-lock", f"--type={patch_type}", "-p", patch, check=False)
+    assert stale.returncode == 1
+    assert stale.stderr.decode().strip() == \
+        'Error from server (Conflict): Operation cannot be fulfilled on leases.coordination.k8s.io "lab-lock": ' \
+        "the object has been modified; please apply your changes to the latest version and try again"
+    lease = kube_api.get("Lease", "coder", "lab-lock")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "alice"
+    stale_json = k("patch", "lease", "lab-lock", "--type=json", "-p",
+                   '[{"op":"replace","path":"/metadata/resourceVersion","value":"1"}]', check=False)
+    assert "(Conflict)" in stale_json.stderr.decode()
+
+
+def test_replace_with_a_stale_resource_version_is_a_conflict(kube_api: FakeKubeAPI, k: Kubectl) -> None:
+    created = json.loads(_out(k("create", "-f", "-", "-o", "json", input=LEASE)))
+    k("patch", "lease", "lab-lock", "--type=merge", "-p", '{"spec":{"holderIdentity":"bob"}}')
+    replaced = k("replace", "-f", "-", input=json.dumps(created).encode(), check=False)
+    assert replaced.returncode == 1
+    assert "Error from server (Conflict)" in replaced.stderr.decode()
+    assert "the object has been modified" in replaced.stderr.decode()
+
+
+def test_custom_resources_refuse_strategic_merge_patch(k: Kubectl) -> None:
+    refused = k("patch", "infisicalsecret", "coder-database-secrets", "-p", '{"metadata":{"labels":{"a":"b"}}}',
+                check=False)
+    assert refused.returncode == 1
+    assert "application/strategic-merge-patch+json is not supported by secrets.infisical.com/v1alpha1, " \
+           "Kind=InfisicalSecret" in refused.stderr.decode()
+    k("patch", "infisicalsecret", "coder-database-secrets", "--type=merge", "-p", '{"metadata":{"labels":{"a":"b"}}}')
+
+
+def test_get_watch_sees_changes_until_its_timeout(kube_api: FakeKubeAPI, kubectl_cache: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["KUBECACHEDIR"] = str(kubectl_cache)
+    args = ["kubectl", "--kubeconfig", str(kube_api.kubeconfig_path), "get", "configmaps", "-n", "ingress-nginx",
+            "--watch", "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name",
+            "--no-headers", "--request-timeout=4s"]
+    started = time.monotonic()
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None
+        first = [proc.stdout.readline().decode().split() for _ in range(2)]
+        kube_api.patch("ConfigMap", "ingress-nginx", "proxy-headers", {"data": {"X-Watched": "1"}})
+        third = proc.stdout.readline().decode().split()
+        rest, _ = proc.communicate(timeout=20)
+    assert first == [["ADDED", "ingress-nginx-controller"], ["ADDED", "proxy-headers"]]
+    assert third == ["MODIFIED", "proxy-headers"]
+    assert rest == b"" and proc.returncode == 0
+    assert 3.5 < time.monotonic() - started < 15, "kubectl ends the watch itself at --request-timeout"
+    listed = [path for _, path in kube_api.request_log if path.startswith("/api/v1/namespaces/ingress-nginx/config")]
+    assert len(listed) == 2 and "watch=true" in listed[1] and "resourceVersion=" in listed[1], \
+        "kubectl lists, then watches from the list's resourceVersion"

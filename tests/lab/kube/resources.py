@@ -21,6 +21,8 @@ class Resource:
     subresources: tuple[str, ...] = ()
     verbs: tuple[str, ...] = CRUD_VERBS
     categories: tuple[str, ...] = ()
+    custom: bool = False
+    """Served from a CustomResourceDefinition: no strategic merge patch, as in a real cluster."""
 
     @property
     def group_version(self) -> str:
@@ -57,13 +59,16 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), _STATUS),
     Resource("networking.k8s.io", "v1", "ingressclasses", "IngressClass", False),
     Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ("sc",)),
-    Resource("secrets.infisical.com", "v1alpha1", "infisicalsecrets", "InfisicalSecret", True, (), _STATUS),
-    Resource("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease", True, ("hr",), _STATUS),
-    Resource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization", True, ("ks",), _STATUS),
+    Resource("secrets.infisical.com", "v1alpha1", "infisicalsecrets", "InfisicalSecret", True, (), _STATUS,
+             custom=True),
+    Resource("helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease", True, ("hr",), _STATUS, custom=True),
+    Resource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization", True, ("ks",), _STATUS,
+             custom=True),
     Resource("source.toolkit.fluxcd.io", "v1", "helmrepositories", "HelmRepository", True, ("helmrepo",),
-             _STATUS),
-    Resource("metallb.io", "v1beta1", "ipaddresspools", "IPAddressPool", True),
+             _STATUS, custom=True),
+    Resource("metallb.io", "v1beta1", "ipaddresspools", "IPAddressPool", True, custom=True),
     Resource("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
              verbs=("create",)),
 )

@@ -20,13 +20,13 @@ from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import Resource
 from .selectors import SelectorError, match_expressions_to_string, matcher
 from .state import LabState
-from .store import ApiError, already_exists, conflict, not_found
+from .store import ApiError, already_exists, conflict, expired, not_found, precondition_failed
 from .tables import table
 
 PUBLIC_PATHS = {"/version", "/healthz", "/readyz", "/livez"}
+STRATEGIC = "application/strategic-merge-patch+json"
 PATCH_TYPES = {
-    "application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json",
-    "application/apply-patch+yaml",
+    "application/merge-patch+json", STRATEGIC, "application/json-patch+json", "application/apply-patch+yaml",
 }
 SCALABLE = {"Deployment", "StatefulSet", "ReplicaSet"}
 
@@ -122,13 +122,35 @@ class KubeServer:
             task.cancel()
         await asyncio.gather(*rest, return_exceptions=True)
 
-    def _on_change(self, event: str, obj: dict[str, Any]) -> None:
+    def end_watches(self) -> None:
+        """End every open watch stream (clients reconnect from the resourceVersion they reached)."""
+        self._to_watches(None)
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK to every open watch that allows them."""
+        self._to_watches({"type": "BOOKMARK"})
+
+    def _to_watches(self, message: dict[str, Any] | None) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def deliver() -> None:
+            for queue in list(self._watches):
+                queue.put_nowait(message)
+
+        try:
+            loop.call_soon_threadsafe(deliver)
+        except RuntimeError:
+            pass
+
+    def _on_change(self, event: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> None:
         """Store listener, called from any thread: hand the change to the loop, which owns the watches."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._broadcast, {"type": event, "object": obj})
+            loop.call_soon_threadsafe(self._broadcast, {"type": event, "object": obj, "prev": prev})
         except RuntimeError:  # the loop closed meanwhile
             pass
 
@@ -255,7 +277,7 @@ class KubeServer:
         if verb == "patch":
             return await self._patch(request, res, ns, name or "", sub)
         if verb == "delete":
-            return self._delete(res, ns, name or "")
+            return await self._delete(request, res, ns, name or "")
         return self._delete_collection(request, res, ns)
 
     # views ------------------------------------------------------------------------------------------------
@@ -355,9 +377,10 @@ class KubeServer:
     async def _patch(self, request: web.Request, res: Resource, ns: str | None, name: str,
                      sub: str | None) -> web.Response:
         ctype = request.content_type
-        if ctype not in PATCH_TYPES:
+        accepted = PATCH_TYPES - {STRATEGIC} if res.custom else PATCH_TYPES
+        if ctype not in accepted:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                        f"accepted media types include: {', '.join(sorted(PATCH_TYPES))}")
+                                                        f"accepted media types include: {', '.join(sorted(accepted))}")
         raw = await request.read()
         try:
             patch = yaml.safe_load(raw) if ctype == "application/apply-patch+yaml" else json.loads(raw or b"null")
@@ -403,8 +426,22 @@ class KubeServer:
         self._after_write(old, updated)
         return web.json_response(self._view(res, updated))
 
-    def _delete(self, res: Resource, ns: str | None, name: str) -> web.Response:
-        deleted = self.state.store.delete(res.kind, ns, name)
+    async def _delete(self, request: web.Request, res: Resource, ns: str | None, name: str) -> web.Response:
+        """DeleteOptions in the body: ``preconditions`` (uid, resourceVersion: 409 Conflict on a mismatch) and
+        ``dryRun``."""
+        options = await _body(request) if request.can_read_body else None
+        options = options if isinstance(options, dict) else {}
+        preconditions = options.get("preconditions") or {}
+        if _truthy_dry_run(request) or "All" in (options.get("dryRun") or []):
+            current = self._get(res, ns, name)
+            meta = current["metadata"]
+            for field, key in (("UID", "uid"), ("ResourceVersion", "resourceVersion")):
+                wanted = preconditions.get(key)
+                if wanted and wanted != meta.get(key):
+                    raise precondition_failed(res, name, field, wanted, meta.get(key, ""))
+            return web.json_response(current)
+        deleted = self.state.store.delete(res.kind, ns, name, uid=preconditions.get("uid"),
+                                          resource_version=preconditions.get("resourceVersion"))
         if deleted["kind"] == "Pod":
             self._replace_deleted_pod(deleted)
         return web.json_response(self._view(res, deleted))
@@ -516,7 +553,8 @@ class KubeServer:
             status = next((cs for cs in (pod.get("status") or {}).get("containerStatuses") or []
                            if cs.get("name") == container), None)
             waiting = ((status or {}).get("state") or {}).get("waiting")
-            never_ran = status is None or (waiting is not None and not (status.get("lastState") or {}).get("terminated"))
+            never_ran = status is None or (waiting is not None
+                                           and not (status.get("lastState") or {}).get("terminated"))
             if never_ran:
                 reason = (waiting or {}).get("reason") or "ContainerCreating"
                 if reason in ("ImagePullBackOff", "ErrImagePull"):
@@ -557,43 +595,91 @@ class KubeServer:
 
     async def _watch(self, request: web.Request, res: Resource, ns: str | None,
                      name: str | None) -> web.StreamResponse:
-        """Watch: ADDED for what exists (unless a resourceVersion is given), then changes as they happen."""
+        """Watch from a resourceVersion: the changes after it (from the store's history), then changes as
+        they happen. Without one (or with "0"), ADDED for what exists first. A compacted position gets an
+        ERROR event with a 410 Status, as from the real server's watch cache (or an HTTP 410 answer when
+        ``watch_expired_http`` is set). With ``allowWatchBookmarks``, BOOKMARK events carry the position
+        reached: when asked (:meth:`bookmark`) and before the server ends the watch at ``timeoutSeconds``."""
         match = matcher(request.query.get("labelSelector"), request.query.get("fieldSelector"))
         timeout = float(request.query.get("timeoutSeconds") or 1800)
+        bookmarks = _truthy(request.query.get("allowWatchBookmarks"))
+        since = request.query.get("resourceVersion") or "0"
+        if not since.isdigit():
+            raise _bad_request(f'invalid resource version "{since}"')
         kind = res.kind
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._watches.add(queue)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         try:
+            replay: list[tuple[str, dict[str, Any], dict[str, Any] | None]] | None
+            if since == "0":
+                items, position = self.state.store.snapshot(kind, ns)
+                replay = [("ADDED", obj, None) for obj in items]
+            else:
+                position = int(since)
+                replay = self.state.store.events_since(position)
+                if replay is None and self.state.watch_expired_http:
+                    raise expired(position, self.state.store.oldest_resource_version())
             await response.prepare(request)
+            if replay is None:
+                gone = expired(position, self.state.store.oldest_resource_version())
+                await _write_event(response, "ERROR", gone.status())
+                await response.write_eof()
+                return response
 
             def wanted(obj: dict[str, Any]) -> bool:
                 meta = obj["metadata"]
                 return (obj.get("kind") == kind and (not ns or meta.get("namespace") == ns)
                         and (name is None or meta.get("name") == name) and match(self._view(res, obj)))
 
-            since = request.query.get("resourceVersion")
-            if not since or since == "0":
-                for obj in self.state.store.list(kind, ns):
-                    if wanted(obj):
-                        await _write_event(response, "ADDED", self._view(res, obj))
+            async def send(event: str, obj: dict[str, Any], prev: dict[str, Any] | None,
+                           initial: bool = False) -> None:
+                """As the watch cache does: a change that makes an object match is ADDED, one that makes it
+                stop matching is DELETED (the previous content at the new resourceVersion)."""
+                nonlocal position
+                rv = int(obj["metadata"]["resourceVersion"])
+                if not initial:
+                    if rv <= position:
+                        return
+                    position = rv
+                now_matches = event != "DELETED" and wanted(obj)
+                matched = prev is not None and wanted(prev)
+                if now_matches:
+                    await _write_event(response, "MODIFIED" if matched else "ADDED", self._view(res, obj))
+                elif matched and prev is not None:
+                    gone = copy.deepcopy(prev)
+                    gone["metadata"]["resourceVersion"] = str(rv)
+                    await _write_event(response, "DELETED", self._view(res, gone))
+
+            async def bookmark() -> None:
+                if bookmarks:
+                    await _write_event(response, "BOOKMARK", {
+                        "kind": kind, "apiVersion": res.group_version,
+                        "metadata": {"resourceVersion": str(position)}})
+
+            for event, obj, prev in replay:
+                await send(event, obj, prev, initial=since == "0")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    while not queue.empty():
+                        pending = queue.get_nowait()
+                        if pending is not None and pending["type"] != "BOOKMARK":
+                            await send(pending["type"], pending["object"], pending["prev"])
+                    await bookmark()
                     break
                 try:
                     message = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
-                    break
+                    continue
                 if message is None:
                     break
-                obj = message["object"]
-                if since and since != "0" and int(obj["metadata"]["resourceVersion"]) <= int(since):
-                    continue
-                if wanted(obj):
-                    await _write_event(response, message["type"], self._view(res, obj))
+                if message["type"] == "BOOKMARK":
+                    await bookmark()
+                else:
+                    await send(message["type"], message["object"], message["prev"])
             await response.write_eof()
         except ConnectionError:
             pass

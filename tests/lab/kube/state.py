@@ -32,6 +32,7 @@ class LabState:
     forbidden: list[tuple[str, str, str | None]] = field(default_factory=list)
     grants: list[tuple[str | None, dict[str, Any]]] | None = None
     exec_fault: dict[str, Any] | None = None
+    watch_expired_http: bool = False
     exec_log: list[dict[str, Any]] = field(default_factory=list)
     request_log: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -7,6 +7,7 @@ import builtins
 import copy
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,10 @@ from typing import Any
 from .resources import Resource, for_kind
 
 Key = tuple[str, str, str]
-Listener = Callable[[str, dict[str, Any]], None]
+Listener = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
+Event = tuple[str, dict[str, Any], dict[str, Any] | None]
+"""A change: its type, the object after it, the object before it (None for a creation)."""
+HISTORY_LIMIT = 1000
 
 
 def now_rfc3339() -> str:
@@ -68,18 +72,35 @@ def conflict(res: Resource, name: str) -> ApiError:
     )
 
 
+def expired(since: int, oldest: int) -> ApiError:
+    """What a watch from a compacted resourceVersion gets (as an ERROR event, or as the response)."""
+    return ApiError(410, "Expired", f"too old resource version: {since} ({oldest})")
+
+
+def precondition_failed(res: Resource, name: str, field: str, wanted: str, actual: str) -> ApiError:
+    return ApiError(409, "Conflict", f"Precondition failed: {field} in precondition: {wanted}, {field} in object "
+                                     f"meta: {actual}", _details(res, name))
+
+
 def invalid(res: Resource, name: str, message: str) -> ApiError:
     return ApiError(422, "Invalid", f'{res.kind} "{name}" is invalid: {message}', _details(res, name))
 
 
 class Store:
-    """Objects keyed by (kind, namespace, name); every method returns deep copies."""
+    """Objects keyed by (kind, namespace, name); every method returns deep copies.
 
-    def __init__(self) -> None:
+    Like etcd behind the API server, it keeps a bounded history of changes, from which a watch resumes at a
+    resourceVersion; older positions are compacted away (:meth:`events_since` answers None: 410 Gone).
+    """
+
+    def __init__(self, history_limit: int = HISTORY_LIMIT) -> None:
         self._lock = threading.RLock()
         self._objects: dict[Key, dict[str, Any]] = {}
         self._rv = 1000
         self._listeners: list[Listener] = []
+        self._history: deque[tuple[int, Event]] = deque()
+        self._history_limit = history_limit
+        self._expired_before = self._rv
 
     @staticmethod
     def key(kind: str, namespace: str | None, name: str) -> Key:
@@ -107,6 +128,29 @@ class Store:
     def resource_version(self) -> str:
         with self._lock:
             return str(self._rv)
+
+    def snapshot(self, kind: str, namespace: str | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
+        """The objects of a kind and the resourceVersion they are current at, read atomically."""
+        with self._lock:
+            return self.list(kind, namespace), self._rv
+
+    def events_since(self, resource_version: int) -> builtins.list[Event] | None:
+        """Every change after ``resource_version`` in order, or None when that position was compacted."""
+        with self._lock:
+            if resource_version < self._expired_before:
+                return None
+            return [copy.deepcopy(event) for rv, event in self._history if rv > resource_version]
+
+    def oldest_resource_version(self) -> int:
+        """The oldest position a watch can still resume from."""
+        with self._lock:
+            return self._expired_before
+
+    def compact(self) -> None:
+        """Forget the history: resuming a watch at any resourceVersion handed out so far answers 410 Gone."""
+        with self._lock:
+            self._history.clear()
+            self._expired_before = self._rv + 1
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -169,16 +213,28 @@ class Store:
             new["kind"] = kind
             return self._write(key, new, old)
 
-    def delete(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
-        """Delete and cascade to dependents (ownerReferences) and, for a Namespace, its contents."""
+    def delete(self, kind: str, namespace: str | None, name: str, *, uid: str | None = None,
+               resource_version: str | None = None) -> dict[str, Any]:
+        """Delete and cascade to dependents (ownerReferences) and, for a Namespace, its contents.
+
+        ``uid`` and ``resource_version`` are DeleteOptions preconditions: a mismatch is a 409 Conflict.
+        """
         key = self.key(kind, namespace, name)
         with self._lock:
-            obj = self._objects.pop(key, None)
-            if obj is None:
+            current = self._objects.get(key)
+            if current is None:
                 raise not_found(for_kind(kind), name)
+            meta = current["metadata"]
+            if uid and uid != meta.get("uid"):
+                raise precondition_failed(for_kind(kind), name, "UID", uid, meta.get("uid", ""))
+            if resource_version and resource_version != meta["resourceVersion"]:
+                raise precondition_failed(for_kind(kind), name, "ResourceVersion", resource_version,
+                                          meta["resourceVersion"])
+            obj = self._objects.pop(key)
+            prev = copy.deepcopy(obj)
             self._rv += 1
             obj["metadata"]["resourceVersion"] = str(self._rv)
-            self._notify("DELETED", obj)
+            self._notify("DELETED", obj, prev)
             uid = obj["metadata"].get("uid")
             for dep_key, dep in list(self._objects.items()):
                 if dep_key not in self._objects:
@@ -223,7 +279,7 @@ class Store:
         _defaults(new)
         self._link(new)
         self._objects[key] = new
-        self._notify("MODIFIED" if old is not None else "ADDED", new)
+        self._notify("MODIFIED" if old is not None else "ADDED", new, old)
         return copy.deepcopy(new)
 
     def _uid_of(self, kind: str | None, namespace: str, name: str | None) -> str | None:
@@ -249,9 +305,14 @@ class Store:
             if uid:
                 involved["uid"] = uid
 
-    def _notify(self, event: str, obj: dict[str, Any]) -> None:
+    def _notify(self, event: str, obj: dict[str, Any], prev: dict[str, Any] | None) -> None:
+        """Record the change in the history and tell the listeners (the server's watches), in order."""
+        self._history.append((self._rv, copy.deepcopy((event, obj, prev))))
+        while len(self._history) > self._history_limit:
+            dropped, _ = self._history.popleft()
+            self._expired_before = dropped
         for listener in list(self._listeners):
-            listener(event, copy.deepcopy(obj))
+            listener(event, copy.deepcopy(obj), copy.deepcopy(prev))
 
 
 def _defaults(obj: dict[str, Any]) -> None:

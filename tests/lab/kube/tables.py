@@ -248,6 +248,7 @@ COLUMNS: dict[str, list[Column]] = {
     "Kustomization": [("Age", "string", 0, _age), *_READY_STATUS],
     "HelmRepository": [("URL", "string", 0, lambda o: _get(o, "spec.url", "")), ("Age", "string", 0, _age),
                        *_READY_STATUS],
+    "Lease": [("Holder", "string", 0, lambda o: _get(o, "spec.holderIdentity", "")), ("Age", "string", 0, _age)],
     "IPAddressPool": [
         ("Auto Assign", "string", 0, lambda o: str(_get(o, "spec.autoAssign", True)).lower()),
         ("Avoid Buggy IPs", "string", 0, lambda o: str(_get(o, "spec.avoidBuggyIPs", False)).lower()),
