@@ -71,8 +71,6 @@ def print_results(
     command: str, results: list[CheckResult], duration_s: float, *, color: bool, verbose: int = 0,
     stream: IO[str] | None = None,
 ) -> None:
-    from rich.markup import escape
-
     con = console(color=color, stream=stream)
     fancy = con.is_terminal and color
     width = max((len(r.id) for r in results), default=10)
@@ -83,16 +81,50 @@ def print_results(
         con.print(f"[bold]{cat}[/bold]" if fancy else cat)
         for r in by_cat[cat]:
             mark, style = MARKS[r.status]
+            suffix = f" ({r.duration_s:.2f}s)" if verbose else ""
+            if r.problems and r.status in (Status.WARN, Status.FAIL, Status.ERROR):
+                _print_problems(con, r, fancy=fancy, mark=mark, style=style, name=r.id.ljust(width), suffix=suffix,
+                                verbose=verbose)
+                continue
             _print_row(con, fancy=fancy, mark=mark, style=style, plain_mark=_plain_mark(r.status),
-                       name=r.id.ljust(width), detail=r.detail or "",
-                       suffix=f" ({r.duration_s:.2f}s)" if verbose else "")
+                       name=r.id.ljust(width), detail=r.detail or "", suffix=suffix)
             if r.remediation and r.status in (Status.WARN, Status.FAIL, Status.ERROR):
-                prefix = "[dim]→ fix:[/dim] " if fancy else "-> fix: "
-                con.print(f"      {prefix}{escape(r.remediation) if fancy else r.remediation}",
-                          markup=fancy)
+                _print_fix(con, r.remediation, fancy=fancy)
     counts = summary(results)
     parts = [f"{counts[s.value]} {s.value}" for s in Status]
     con.print(f"{', '.join(parts)} in {duration_s:.2f}s", markup=False)
+
+
+def _print_fix(con: Any, text: str, *, fancy: bool, indent: str = "      ") -> None:
+    from rich.markup import escape
+
+    prefix = "[dim]→ fix:[/dim] " if fancy else "-> fix: "
+    con.print(f"{indent}{prefix}{escape(text) if fancy else text}", markup=fancy)
+
+
+def _print_problems(con: Any, r: CheckResult, *, fancy: bool, mark: str, style: str, name: str, suffix: str,
+                    verbose: int) -> None:
+    """A check with problems: one line per problem with its code, then its fix lines (a fix shared with an
+    earlier problem of the same check is not repeated); with -v its evidence too. Further lines of the detail
+    (log lines, say) follow at the end."""
+    seen: set[str] = set()
+    _, *rest = (r.detail or "").splitlines() or [""]
+    for i, problem in enumerate(r.problems):
+        line = f"[{problem.code}] {problem.message}"
+        if i == 0:
+            _print_row(con, fancy=fancy, mark=mark, style=style, plain_mark=_plain_mark(r.status), name=name,
+                       detail=line, suffix=suffix)
+        else:
+            con.print(f"      {line}", markup=False)
+        if verbose:
+            for evidence in problem.evidence:
+                con.print(f"        evidence: {evidence}", markup=False)
+        for fix in problem.fix:
+            if fix not in seen:
+                seen.add(fix)
+                _print_fix(con, fix, fancy=fancy, indent="        ")
+    for line in rest:
+        con.print(f"      {line}", markup=False)
 
 
 # -- operations (backup, restore): steps, results, tables, progress ----------------------------------------

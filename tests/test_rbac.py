@@ -45,3 +45,8 @@ def test_a_missing_permission_is_an_error_naming_it(lab: Lab) -> None:
     flux = {c["id"]: c for c in json.loads(r.stdout)["checks"]}["flux.ready"]
     assert flux["status"] == "error"
     assert "list" in flux["detail"] and "kustomizations" in flux["detail"] and "docs/rbac.md" in flux["remediation"]
+    assert [p["code"] for p in flux["problems"]] == ["KUBE-FORBIDDEN"]
+    problem = flux["problems"][0]
+    assert problem["severity"] == "error"
+    assert any("list kustomizations" in e and "flux-system" in e for e in problem["evidence"]), problem
+    assert "kubectl auth can-i list kustomizations -n flux-system" in problem["fix"]

@@ -47,6 +47,11 @@ def test_crashloop_oomkilled(lab: Lab) -> None:
     assert pods["status"] == "fail"
     assert "CrashLoopBackOff" in pods["detail"] and "OOMKilled" in pods["detail"]
     assert "memory" in pods["remediation"]
+    assert [p["code"] for p in pods["problems"]] == ["POD-OOMKILLED"]
+    assert [p["code"] for p in by_id(doc)["coder.deployment"]["problems"]] == ["COD-REPLICAS-UNAVAILABLE"]
+    problem = pods["problems"][0]
+    assert problem["severity"] == "fail" and any("restartCount: 7" in e for e in problem["evidence"])
+    assert any("memory" in f for f in problem["fix"])
 
 
 def test_scaled_to_zero(lab: Lab) -> None:
@@ -54,6 +59,23 @@ def test_scaled_to_zero(lab: Lab) -> None:
     code, doc, _ = verify(lab)
     dep = by_id(doc)["coder.deployment"]
     assert code == 1 and dep["status"] == "fail" and "scaled to 0" in dep["detail"]
+    assert [p["code"] for p in dep["problems"]] == ["COD-SCALED-ZERO"]
+    assert "kubectl -n coder scale deployment/coder --replicas=1" in dep["problems"][0]["fix"]
+
+
+def test_text_output_shows_codes_and_fixes_and_evidence_with_verbose(lab: Lab) -> None:
+    lab.scenario("db-wrong-host")
+    plain = run_cli(*lab.args(), "verify", "--only", "secrets", *lab.net_args(), "--access-url", lab.access_url)
+    lab.assert_no_secrets(plain.stdout, plain.stderr)
+    line = next(x for x in plain.stdout.splitlines() if "secret.consistency" in x)
+    assert line.lstrip().startswith("[fail]") and "[DB-HOST-NO-SERVICE] host 'coder-postgresql'" in line
+    assert "-> fix: use host coder-coder-postgresql in CODER_DATABASE_URL" in plain.stdout
+    assert "-> fix: kubectl -n coder rollout restart deployment/coder" in plain.stdout
+    assert "evidence:" not in plain.stdout
+    verbose = run_cli(*lab.args("-v"), "verify", "--only", "secrets", *lab.net_args(), "--access-url",
+                      lab.access_url)
+    lab.assert_no_secrets(verbose.stdout, verbose.stderr)
+    assert "evidence: Secret coder/coder-database-secrets key database-url: host coder-postgresql" in verbose.stdout
 
 
 def test_config_show_discovers_from_the_lab_without_showing_secrets(lab: Lab) -> None:
