@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from coderctl.profile import Settings
-from coderctl import redact as _redact
 from coderctl.redact import Redactor
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ class App:
     verbose: int = 0
     debug: bool = False
     color: bool = True
-    redact: Redactor = field(default_factory=lambda: _redact.DEFAULT)
+    redact: Redactor = field(default_factory=Redactor)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _kube: KubeClient | None = None
     _http: HttpClient | None = None
