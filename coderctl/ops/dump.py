@@ -16,6 +16,7 @@ from collections.abc import Callable
 from coderctl.clients.kube_exec import ExecStreamBroken
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
+from coderctl.database.messages import first_error
 from coderctl.ops import pgtools, pod
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.journal import StepFailed
@@ -54,9 +55,7 @@ def server_major(app: App, url: DatabaseURL, host: str, port: int) -> tuple[int,
         lines = out.stdout.splitlines()
         if out.returncode == 0 and len(lines) >= 2 and lines[0].isdigit():
             return int(lines[0]) // 10000, lines[1].strip()
-        errors = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
-        first = next((ln for ln in errors if "error" in ln.lower()), errors[0] if errors else "no answer")
-        first = first.removeprefix("psql: ").removeprefix("error: ")
+        first = first_error(out.stderr, "no answer")
         raise StepFailed(app.redact(f"cannot connect to {host}:{port}: {first}"))
     import psycopg
 
@@ -67,7 +66,7 @@ def server_major(app: App, url: DatabaseURL, host: str, port: int) -> tuple[int,
             number = conn.info.server_version
             row = conn.execute("SHOW server_version").fetchone()
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_error(str(exc), type(exc).__name__)
         raise StepFailed(app.redact(f"cannot connect to {host}:{port}: {first}")) from None
     return number // 10000, str(row[0]) if row else str(number)
 
@@ -88,10 +87,8 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
             stop(proc)
         if code != 0:
             errors.seek(0)
-            text = errors.read(16384).decode("utf-8", "replace")
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            reason = next((line for line in lines if "error" in line), lines[-1] if lines else "")
-            raise StepFailed(app.redact(f"pg_dump failed (exit {code}): {reason.removeprefix('pg_dump: ')}"))
+            reason = first_error(errors.read(16384).decode("utf-8", "replace"))
+            raise StepFailed(app.redact(f"pg_dump failed (exit {code}): {reason}"))
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

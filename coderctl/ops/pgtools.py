@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 
 from coderctl.clients.postgres import DatabaseURL
+from coderctl.database.messages import first_error
 from coderctl.errors import CoderctlError
 
 SEARCH_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
@@ -145,5 +146,4 @@ def restore_archive(path: str, fmt: str, *, database: str, env: dict[str, str], 
         if code == 0:
             return None
         errors.seek(0)
-        lines = [ln.strip() for ln in errors.read(16384).decode("utf-8", "replace").splitlines() if ln.strip()]
-        return next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else f"exit {code}")
+        return first_error(errors.read(16384).decode("utf-8", "replace"), f"exit {code}")

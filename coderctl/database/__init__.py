@@ -1,34 +1,27 @@
 """Logging in to the Coder database with the credentials of its URL, through the pod or directly.
 
 Through the pod (`exec`, the default) needs no network path to the database: psql runs inside the
-PostgreSQL pod and connects locally. The password travels on the exec stream's stdin, never on a command
-line (it would show in the pod's process list and the API server's audit log).
+PostgreSQL pod (coderctl.database.pod) and connects locally; the password and the query travel on the exec
+stream's stdin, never on a command line.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from coderctl import discovery
 from coderctl.clients.kube import STATEFULSETS, KubeNotFound
-from coderctl.clients.kube_exec import exec_stream
 from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
+from coderctl.database import pod
+from coderctl.database.messages import first_error
 from coderctl.errors import CoderctlError
 
 Via = Literal["exec", "direct"]
 
 QUERY = ("select current_user, current_setting('ssl'), current_setting('max_connections'), "
          "(select count(*) from pg_stat_activity), current_setting('server_version')")
-
-# `read` takes the password from the first line of stdin, so EOF is not needed (v4 exec has no way to send it).
-LOGIN_SCRIPT = (
-    'IFS= read -r PGPASSWORD; export PGPASSWORD; '
-    'P=$(command -v psql || echo /opt/bitnami/postgresql/bin/psql); '
-    'exec "$P" -X -q -t -A -F "|" -v ON_ERROR_STOP=1 -U "$1" -d "$2" -c "$3"'
-)
 
 
 @dataclass
@@ -56,33 +49,20 @@ def _login(app: App, via: Via, address: str | None) -> Login:
     return _exec(app, url)
 
 
-def _parse_row(line: str, via: Via) -> Login:
-    parts = line.strip().split("|")
+def _parse_row(parts: list[str], via: Via) -> Login:
     if len(parts) < 5:
-        return Login(False, via, error=f"unexpected answer from psql: {line[:80]!r}")
+        return Login(False, via, error=f"unexpected answer from psql: {'|'.join(parts)[:80]!r}")
     _, ssl, maxc, count, version = parts[:5]
     return Login(True, via, ssl=ssl.strip() == "on", max_connections=int(maxc), connections=int(count),
                  server_version=version.strip())
 
 
 def _exec(app: App, url: DatabaseURL) -> Login:
-    s = app.settings
-    out = bytearray()
-
-    def take(chunk: bytes) -> None:
-        if len(out) < 65536:
-            out.extend(chunk)
-
-    result = exec_stream(
-        app.kube(), app.namespace, s.postgres_pod, ["sh", "-c", LOGIN_SCRIPT, "coderctl", url.user, url.database,
-                                                     QUERY],
-        container=s.postgres_container, stdout=take, stdin=[url.password.encode() + b"\n"],
-        idle_timeout=app.timeout * 2,
-    )
-    if not result.ok:
-        message = result.stderr.decode("utf-8", "replace").strip() or result.message
-        return Login(False, "exec", error=app.redact(_first_error(message)))
-    return _parse_row(out.decode("utf-8", "replace"), "exec")
+    try:
+        rows = pod.query(app, pod.login_target(app, url), QUERY, idle_timeout=app.timeout * 2)
+    except pod.PodQueryFailed as exc:
+        return Login(False, "exec", error=str(exc) or "login failed")
+    return _parse_row(rows[0] if rows else [], "exec")
 
 
 def _direct(app: App, url: DatabaseURL, address: str | None) -> Login:
@@ -95,17 +75,9 @@ def _direct(app: App, url: DatabaseURL, address: str | None) -> Login:
         with connect(url, timeout=app.timeout, host=host, port=port) as conn:
             row = conn.execute(QUERY).fetchone()
     except psycopg.Error as exc:
-        return Login(False, "direct", error=app.redact(_first_error(str(exc))))
+        return Login(False, "direct", error=app.redact(first_error(str(exc), "login failed")))
     assert row is not None
-    return _parse_row("|".join(str(v) for v in row), "direct")
-
-
-def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        line = line.strip()
-        if re.search(r"FATAL|ERROR|error|could not|failed|refused", line):
-            return re.sub(r"^(psql: )?(error: )?", "", line)
-    return text.strip().splitlines()[0] if text.strip() else "login failed"
+    return _parse_row([str(v) for v in row], "direct")
 
 
 def server_ssl_from_statefulset(app: App) -> bool | None:
