@@ -8,17 +8,23 @@ the record at `running`: `--resume ID` carries it forward (a step that was runni
 first, so nothing is done twice), `--rollback ID` undoes what was done. Both work from any machine that
 reaches the cluster, since the record lives in a ConfigMap. State that steps share (names, counts,
 versions) lives in `record.state` so that a resumed run has it too; secrets never go there.
+
+A step marked `commits` is the point of no return: once it is done, the new state is the goal, and a later
+failure (Coder not scaling back up, say) is not undone but left to `--resume` or to the commands printed
+(exit 3). An explicit `--rollback` still undoes everything.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from coderctl.errors import CoderctlError, ExitCode
-from coderctl.ops.journal import Outcome, Step
+from coderctl.ops.journal import Journal, Outcome, Step
 from coderctl.ops.lock import OperationLock
 from coderctl.ops.record import Record, StepState, holder_identity, new_id, now_iso
 from coderctl.ops.recordstore import RecordConflict, RecordStore
@@ -28,13 +34,19 @@ if TYPE_CHECKING:
     from coderctl.context import App
 
 
+KILL_AFTER_STEP = "CODERCTL_FAULT_KILL_AFTER_STEP"
+"""Fault injection for tests: SIGKILL this process right after the named step's record was written."""
+
+
 @dataclass
 class Run:
-    """What a step function gets: the app, the shared state (persisted), and its own output row."""
+    """What a step function gets: the app, the shared state (persisted), its own output row, and the
+    journal, where an undo that does several things adds a row for each."""
 
     app: App
     record: Record
     row: Step
+    journal: Journal
 
     @property
     def state(self) -> dict[str, Any]:
@@ -57,6 +69,14 @@ class Action:
     is_done: DoneFn | None = None
     undo: StepFn | None = None
     by_hand: Callable[[Run], str] | None = None
+    undo_row: str | None = ""
+    """The output row of the undo: "" for "undo NAME", None when the undo adds its own rows (or none, when
+    there was nothing to undo)."""
+    commits: bool = False
+
+
+COMMITTED = "committed"
+"""Key in record.state: the operation passed its commit point."""
 
 
 class OperationBlocked(CoderctlError):
@@ -85,8 +105,12 @@ class Executor:
         self.actions = actions
         self.store = store or RecordStore(app.kube(), app.namespace)
         self.lease_s = lease_s
-        self.rows: list[Step] = []
+        self.journal = Journal()
         self.lock: OperationLock | None = None
+
+    @property
+    def rows(self) -> list[Step]:
+        return self.journal.steps
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -141,6 +165,9 @@ class Executor:
         self.rows.append(row)
         return row
 
+    def _run(self, record: Record, row: Step) -> Run:
+        return Run(self.app, record, row, self.journal)
+
     def _forward(self, record: Record, lock: OperationLock) -> Outcome:
         try:
             with interruptible():
@@ -156,6 +183,8 @@ class Executor:
         except RecordConflict as exc:
             return self._abandon(record, str(exc))
         except BaseException as exc:  # even a bug: put things back first
+            if record.state.get(COMMITTED):
+                return self._unfinished(record, _reason(self.app, exc))
             return self._backward(record, _reason(self.app, exc), exc)
         record.status = "done"
         record.message = ""
@@ -169,9 +198,22 @@ class Executor:
         return Outcome(int(ExitCode.PROBLEMS), {"operation": record.id, "status": "taken-over", "error": message},
                        self.rows, message)
 
+    def _unfinished(self, record: Record, why: str) -> Outcome:
+        """A failure after the commit point: the change stands; finishing it needs --resume or a person."""
+        failed = next((a for a in self.actions if record.step(a.name).status in ("failed", "running")), None)
+        todo = [failed.by_hand(self._run(record, Step(failed.name)))] if failed and failed.by_hand else []
+        lines = [f"{self.kind} {record.id} made its change, but could not finish ({why}).", "Do this:",
+                 *[f"  {i}. {t}" for i, t in enumerate(todo, 1)],
+                 f"or finish it: coderctl {_command(self.kind)} --resume {record.id}"]
+        record.status = "needs-person"
+        record.message = self.app.redact("\n".join(lines))
+        self._save(record)
+        return Outcome(int(ExitCode.NEEDS_PERSON), {"operation": record.id, "status": "needs-person",
+                                                    "error": record.message}, self.rows, record.message)
+
     def _one(self, record: Record, action: Action, st: StepState) -> None:
         row = self._row(action.name)
-        run = Run(self.app, record, row)
+        run = self._run(record, row)
         start = time.monotonic()
         try:
             if st.status == "running" and action.is_done is not None and action.is_done(run):
@@ -196,17 +238,24 @@ class Executor:
             row.duration_s = time.monotonic() - start
         st.status = "skipped" if row.status == "skipped" else "done"
         st.detail, st.finished_at = self.app.redact(row.detail), now_iso()
+        if action.commits:
+            record.state[COMMITTED] = True
         self._save(record)
+        if os.environ.get(KILL_AFTER_STEP) == action.name:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _backward(self, record: Record, why: str, exc: BaseException | None = None) -> Outcome:
         todo: list[str] = []
+        undone = 0
         with shielded():
             for action in reversed(self.actions):
                 st = record.step(action.name)
                 if st.status not in ("done", "running", "failed", "undoing", "undo-failed") or action.undo is None:
                     continue
-                row = self._row(f"undo {action.name}")
-                run = Run(self.app, record, row)
+                undone += 1
+                row = self._row(action.undo_row or f"undo {action.name}") if action.undo_row is not None \
+                    else Step(f"undo {action.name}")
+                run = self._run(record, row)
                 st.status = "undoing"
                 self.store.save(record)
                 start = time.monotonic()
@@ -230,8 +279,9 @@ class Executor:
                          f"then: coderctl {_command(self.kind)} --rollback {record.id}"]
                 record.message = self.app.redact("\n".join(lines))
             else:
-                record.status = "rolled-back"
+                record.status = "rolled-back" if undone else "failed"
                 record.message = self.app.redact(why)
+                record.state.pop(COMMITTED, None)
             self.store.save(record)
         code = ExitCode.NEEDS_PERSON if todo else ExitCode.PROBLEMS
         if exc is None and not todo:
@@ -253,3 +303,21 @@ def _reason(app: App, exc: BaseException) -> str:
     if isinstance(exc, CoderctlError):
         return app.redact(str(exc))
     return app.redact(f"internal error: {type(exc).__name__}: {exc}")
+
+
+def overview(app: App, kind: str) -> list[dict[str, Any]]:
+    """Every record of `kind`, newest first, as `--list` shows them. `state` is the record's status, except
+    that a `running` record whose Lease nobody holds for it any more is `interrupted` (its process died)."""
+    from coderctl.clients.kube import LEASES
+    from coderctl.clients.kube_lease import LeaseInfo
+    from coderctl.ops.lock import LEASE_NAME, OPERATION_ANNOTATION
+
+    lease = app.kube().get_or_none(LEASES, LEASE_NAME, app.namespace)
+    info = LeaseInfo.of(lease) if lease else None
+    out = []
+    for rec in RecordStore(app.kube(), app.namespace).all(kind):
+        live = bool(info and info.held() and info.annotations.get(OPERATION_ANNOTATION) == rec.id)
+        state = "interrupted" if rec.status == "running" and not live else rec.status
+        out.append({**rec.summary(), "state": state, "started_at": rec.created_at,
+                    "holds_lease": live})
+    return out
