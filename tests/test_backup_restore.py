@@ -70,7 +70,7 @@ def setup(lab: Lab, tmp_path: Path) -> Iterator[Setup]:
 
 
 def steps(doc: dict[str, Any]) -> dict[str, str]:
-    return {s["name"]: s["status"] for s in doc["steps"]}
+    return {s["name"]: s["status"] for s in doc.get("steps", [])}
 
 
 def test_restore_round_trip_via_exec(setup: Setup) -> None:

@@ -1,17 +1,19 @@
-"""`backup restore FILE`: check -> target -> confirm -> safety backup -> scale Coder to 0 -> restore (one
-transaction) -> row counts -> scale Coder back.
+"""`backup restore FILE` as a durable operation: check -> target -> confirm -> safety backup -> scale Coder
+to 0 -> restore (one transaction) -> row counts (the commit point) -> scale Coder back.
 
 The way back: a failed restore rolls back by itself (single transaction) and is confirmed by row counts
 against the safety backup's manifest; a restore whose row counts are wrong is replaced by the safety
-backup; Coder is always put back to its replica count. What cannot be put back ends in exit 3 with the
-exact commands.
+backup; Coder is put back to the replica count recorded before it was scaled down — read from the record,
+never from the cluster, which shows 0 by then. Each step's state is recorded (ops/operation.py), so a
+restore killed at any point is found by `--list` and finished with `--resume ID` or undone with
+`--rollback ID`, from any machine.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,17 @@ from coderctl import discovery
 from coderctl.clients.kube import DEPLOYMENTS, PODS
 from coderctl.clients.kube_exec import ExecStreamBroken
 from coderctl.clients.postgres import DatabaseURL, split_address
+from coderctl.clients.rollout import RolloutError, wait_for_rollout
 from coderctl.context import App
-from coderctl.errors import CoderctlError, ExitCode
+from coderctl.errors import CoderctlError
 from coderctl.ops import backup, pgtools, pod, tables
 from coderctl.ops import manifest as mf
 from coderctl.ops.files import READ_CHUNK
-from coderctl.ops.journal import Journal, Outcome, StepFailed
-from coderctl.ops.signals import Interrupted, interruptible, shielded
+from coderctl.ops.journal import Outcome, StepFailed
+from coderctl.ops.operation import Action, Executor, Run
 from coderctl.ops.verifier import read_file
+
+KIND = "restore"
 
 Confirm = Callable[[str, str], bool]
 """Called with what is about to happen and the word to type; returns whether to go on."""
@@ -43,9 +48,15 @@ class RestoreOptions:
     wait_s: float = 300.0
     poll_s: float = 1.0
 
+    def params(self) -> dict[str, Any]:
+        """For the record: names and paths only (a --database-url is never recorded; pass it again)."""
+        out = asdict(self)
+        out["file"], out["output_dir"] = str(self.file.resolve()), str(self.output_dir.resolve())
+        return out
 
-class NeedsPerson(CoderctlError):
-    exit_code = ExitCode.NEEDS_PERSON
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RestoreOptions:
+        return cls(**{**params, "file": Path(params["file"]), "output_dir": Path(params["output_dir"])})
 
 
 @dataclass
@@ -69,119 +80,257 @@ class _Database:
         return tables.count_direct(app, self.url, self.host, self.port)
 
 
-@dataclass
-class _State:
-    """What has been changed so far: the journal's memory for the way back."""
-
-    replicas: int = 0
-    scaled_down: bool = False
-    restore_started: bool = False  # from the restore until its row counts are checked
-    safety: Path | None = None
-    safety_tables: dict[str, int] | None = None
+def restore(app: App, opts: RestoreOptions, confirm: Confirm, progress: Progress | None = None) -> Outcome:
+    """A new restore of opts.file."""
+    return _finish(opts, *_Restore(app, opts, confirm, progress).executor().start(opts.params()))
 
 
-def restore(app: App, opts: RestoreOptions, confirm: Confirm, progress: Progress | None = None,
-            journal: Journal | None = None) -> Outcome:
-    journal = journal or Journal()
-    start = time.monotonic()
-    state = _State()
-    result: dict[str, Any] = {"file": str(opts.file)}
-    code, message = int(ExitCode.OK), ""
-    try:
-        with interruptible():
-            result.update(_forward(app, opts, confirm, progress, journal, state))
-    except BaseException as exc:  # whatever went wrong, even a bug: put things back first
-        message = _reason(app, exc)
-        code = int(exc.exit_code) if isinstance(exc, CoderctlError) else int(ExitCode.PROBLEMS)
-        with shielded():
-            back_code, back_message = _way_back(app, opts, journal, state, message)
-        if back_code:
-            code, message = back_code, back_message
-        elif app.debug and not isinstance(exc, (CoderctlError, KeyboardInterrupt)):
-            raise
-    result["status"] = {ExitCode.OK: "ok", ExitCode.NEEDS_PERSON: "needs-person"}.get(ExitCode(code), "failed")
-    if state.safety is not None:
-        result["safety_backup"] = str(state.safety)
-    if message:
-        result["error"] = message
-    result["duration_s"] = round(time.monotonic() - start, 3)
-    return Outcome(int(code), result, journal.steps, message)
+def resume(app: App, op_id: str, confirm: Confirm, progress: Progress | None = None) -> Outcome:
+    """Carry an unfinished restore forward from where it stopped."""
+    record = _reopen_options(app, op_id)
+    return _finish(record, *_Restore(app, record, confirm, progress).executor().resume(op_id))
 
 
-def _reason(app: App, exc: BaseException) -> str:
-    if isinstance(exc, Interrupted):
-        return f"interrupted by {exc.name}"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if not isinstance(exc, CoderctlError):
-        return app.redact(f"internal error: {type(exc).__name__}: {exc}")
-    return app.redact(str(exc))
+def rollback(app: App, op_id: str) -> Outcome:
+    """Undo what an unfinished restore did, in reverse order."""
+    record = _reopen_options(app, op_id)
+    return _finish(record, *_Restore(app, record, lambda text, word: True, None).executor().rollback(op_id))
 
 
-def _forward(app: App, opts: RestoreOptions, confirm: Confirm, progress: Progress | None, journal: Journal,
-             state: _State) -> dict[str, Any]:
-    with journal.step("check") as step:
-        record = mf.read(opts.file)
-        full = read_file(opts.file, record.format)
+def _reopen_options(app: App, op_id: str) -> RestoreOptions:
+    from coderctl.ops.recordstore import RecordStore
+
+    return RestoreOptions.from_params(RecordStore(app.kube(), app.namespace).load(op_id).params)
+
+
+def _finish(opts: RestoreOptions, record: Any, outcome: Outcome) -> Outcome:
+    state = record.state
+    result: dict[str, Any] = {"file": str(opts.file), **outcome.result}
+    if outcome.ok and result.get("status") == "ok":
+        result.update({k: state[k] for k in ("database", "target", "replicas", "tables", "rows") if k in state})
+    if state.get("safety"):
+        result["safety_backup"] = state["safety"]
+    outcome.result = result
+    return outcome
+
+
+class _Restore:
+    def __init__(self, app: App, opts: RestoreOptions, confirm: Confirm, progress: Progress | None) -> None:
+        self.app = app
+        self.opts = opts
+        self.confirm_fn = confirm
+        self.progress = progress
+        self._db: _Database | None = None
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.app.namespace}/{self.app.settings.coder_deployment}"
+
+    def executor(self) -> Executor:
+        return Executor(self.app, KIND, [
+            Action("check", f"check {self.opts.file.name} against its manifest and read it in full", self.check),
+            Action("target", "find the database and Coder's replica count", self.target),
+            Action("confirm", "ask for confirmation naming the database", self.confirm),
+            Action("safety-backup", f"back up the current database into {self.opts.output_dir}", self.safety),
+            Action("scale-down", f"scale deployment {self.deployment} to 0 and wait for its pods to go",
+                   self.scale_down, is_done=self.scaled_down, undo=self.scale_back, undo_row=None,
+                   by_hand=self.scale_back_by_hand),
+            Action("restore", "restore the file in one transaction", self.restore, is_done=self.restored,
+                   undo=self.put_database_back, undo_row=None, by_hand=self.database_by_hand),
+            Action("row-counts", "compare every table's row count with the manifest", self.row_counts,
+                   commits=True),
+            Action("scale-up", f"scale deployment {self.deployment} back and wait for the rollout", self.scale_up,
+                   is_done=self.scaled_up, by_hand=self.scale_back_by_hand),
+        ])
+
+    # -- forward -------------------------------------------------------------------------------------------
+
+    def check(self, run: Run) -> str:
+        record = mf.read(self.opts.file)
+        full = read_file(self.opts.file, record.format)
         if full.size != record.size or full.sha256 != record.sha256:
             raise StepFailed("the file does not match its manifest (size or SHA-256): it was changed or damaged")
         if not full.ok:
             raise StepFailed(full.error)
-        step.detail = f"{opts.file.name}: checksum matches, read back in full ({len(record.tables or {})} tables)"
-    with journal.step("target") as step:
-        db = _database(app, opts)
-        deployment = app.kube().get(DEPLOYMENTS, app.settings.coder_deployment, app.namespace)
-        state.replicas = int((deployment.get("spec") or {}).get("replicas", 1))
-        step.detail = f"{db.describe()}; Coder deployment {app.namespace}/{app.settings.coder_deployment} " \
-                      f"has {state.replicas} replica(s)"
-    with journal.step("confirm") as step:
-        text = (f"Restore {opts.file.name} (taken {record.created_at}, {len(record.tables or {})} tables) into "
-                f"{db.describe()}, replacing what it holds. Coder ({app.namespace}/{app.settings.coder_deployment}) "
-                f"is scaled from {state.replicas} to 0 meanwhile.")
-        if not confirm(text, db.url.database):
+        run.state["created_at"] = record.created_at
+        return f"{self.opts.file.name}: checksum matches, read back in full ({len(record.tables or {})} tables)"
+
+    def target(self, run: Run) -> str:
+        db = self.database()
+        dep = self.app.kube().get(DEPLOYMENTS, self.app.settings.coder_deployment, self.app.namespace)
+        run.state["replicas"] = int((dep.get("spec") or {}).get("replicas", 1))
+        run.state["database"], run.state["target"] = db.url.database, db.describe()
+        return f"{db.describe()}; Coder deployment {self.deployment} has {run.state['replicas']} replica(s)"
+
+    def confirm(self, run: Run) -> str:
+        record = mf.read(self.opts.file)
+        text = (f"Restore {self.opts.file.name} (taken {record.created_at}, {len(record.tables or {})} tables) into "
+                f"{run.state['target']}, replacing what it holds. Coder ({self.deployment}) is scaled from "
+                f"{run.state['replicas']} to 0 meanwhile.")
+        if not self.confirm_fn(text, run.state["database"]):
             raise StepFailed("not confirmed; nothing was changed")
-        step.detail = "confirmed"
-    if opts.safety_backup:
-        with journal.step("safety-backup") as step:
-            outcome = backup.create(app, backup.CreateOptions(
-                output_dir=opts.output_dir, via=opts.via, fmt="custom", db_address=opts.db_address,
-                tag="pre-restore"))
-            if not outcome.ok:
-                raise StepFailed(f"safety backup failed, nothing was changed: {outcome.message}")
-            state.safety = Path(outcome.result["file"])
-            state.safety_tables = mf.read(state.safety).tables
-            step.detail = str(state.safety)
-    else:
-        journal.note("safety-backup", "skipped", "--no-safety-backup")
-    with journal.step("scale-down") as step:
-        if state.replicas > 0:
-            _scale_down(app, opts, state)
-            step.detail = f"Coder scaled from {state.replicas} to 0, no pods left"
-        else:
-            step.status, step.detail = "skipped", "Coder already has 0 replicas"
-    with journal.step("restore") as step:
-        state.restore_started = True
-        _restore_into(app, db, opts.file, record, progress)
-        step.detail = f"{record.size} bytes restored in one transaction"
-    with journal.step("row-counts") as step:
-        diffs = tables.differences(record.tables or {}, db.counts(app))
+        return "confirmed"
+
+    def safety(self, run: Run) -> str:
+        if not self.opts.safety_backup:
+            run.row.status = "skipped"
+            return "--no-safety-backup"
+        outcome = backup.create(self.app, backup.CreateOptions(
+            output_dir=self.opts.output_dir, via=self.opts.via, fmt="custom", db_address=self.opts.db_address,
+            tag="pre-restore"))
+        if not outcome.ok:
+            raise StepFailed(f"safety backup failed, nothing was changed: {outcome.message}")
+        safety = Path(outcome.result["file"])
+        run.state["safety"] = str(safety)
+        run.state["safety_tables"] = mf.read(safety).tables
+        return str(safety)
+
+    def scale_down(self, run: Run) -> str:
+        if run.state["replicas"] == 0:
+            run.row.status = "skipped"
+            return "Coder already has 0 replicas"
+        self._scale(0)
+        self._wait_no_pods()
+        return f"Coder scaled from {run.state['replicas']} to 0, no pods left"
+
+    def scaled_down(self, run: Run) -> bool:
+        return self._replicas() == 0 and not self._pods()
+
+    def restore(self, run: Run) -> str:
+        record = mf.read(self.opts.file)
+        _restore_into(self.app, self.database(), self.opts.file, record, self.progress)
+        return f"{record.size} bytes restored in one transaction"
+
+    def restored(self, run: Run) -> bool:
+        record = mf.read(self.opts.file)
+        try:
+            return record.tables is not None and not tables.differences(record.tables, self.database().counts(self.app))
+        except (CoderctlError, OSError):
+            return False
+
+    def row_counts(self, run: Run) -> str:
+        record = mf.read(self.opts.file)
+        diffs = tables.differences(record.tables or {}, self.database().counts(self.app))
         if diffs:
             raise StepFailed(f"restored row counts differ from the manifest: {tables.summary(diffs)}")
-        step.detail = f"{len(record.tables or {})} tables match the manifest" if record.tables is not None \
-            else "the manifest has no row counts (made with --no-verify)"
-        state.restore_started = False  # the restore is done and checked: nothing to undo in the database
-    _scale_back(app, opts, journal, state)
-    return {"database": db.url.database, "target": db.describe(), "replicas": state.replicas,
-            "tables": len(record.tables or {}), "rows": sum((record.tables or {}).values())}
+        run.state["tables"] = len(record.tables or {})
+        run.state["rows"] = sum((record.tables or {}).values())
+        if record.tables is None:
+            return "the manifest has no row counts (made with --no-verify)"
+        return f"{len(record.tables)} tables match the manifest"
 
+    def scale_up(self, run: Run) -> str:
+        if run.record.step("scale-down").status == "skipped":
+            run.row.status = "skipped"
+            return "Coder was not scaled down"
+        detail = self._scale_to(int(run.state["replicas"]))
+        if "not ready" in detail:
+            run.row.status = "warn"
+        return detail
 
-def _database(app: App, opts: RestoreOptions) -> _Database:
-    url = DatabaseURL.parse(discovery.database_url(app))
-    app.redact.add(url.password)
-    if opts.via == "exec":
-        return _Database(url, "exec", target=pod.target(app, url))
-    host, port = split_address(opts.db_address, url)
-    return _Database(url, "direct", host=host, port=port)
+    def scaled_up(self, run: Run) -> bool:
+        return self._replicas() == int(run.state["replicas"]) and self._rolled_out(time.monotonic())
+
+    # -- the way back --------------------------------------------------------------------------------------
+
+    def scale_back(self, run: Run) -> str | None:
+        replicas = int(run.state.get("replicas", 0))
+        if replicas == 0 or self._replicas() == replicas:
+            return None
+        with run.journal.step("scale-up") as step:
+            detail = self._scale_to(replicas)
+            step.status, step.detail = ("warn" if "not ready" in detail else "ok"), detail
+        return detail
+
+    def scale_back_by_hand(self, run: Run) -> str:
+        return (f"kubectl -n {self.app.namespace} scale deployment/{self.app.settings.coder_deployment} "
+                f"--replicas={run.state.get('replicas', 1)}   # scaling Coder back failed")
+
+    def put_database_back(self, run: Run) -> str | None:
+        """After a failed restore: is the database as before? If not, restore the safety backup."""
+        db = self.database()
+        safety_tables = run.state.get("safety_tables")
+        if safety_tables is not None:
+            with run.journal.step("check-unchanged") as step:
+                try:
+                    diffs = tables.differences(safety_tables, db.counts(self.app))
+                except (CoderctlError, OSError) as exc:
+                    diffs = [f"row counts unavailable: {self.app.redact(str(exc))}"]
+                if not diffs:
+                    step.detail = "row counts equal the safety backup's: the database is as it was"
+                    return step.detail
+                step.status = "warn"
+                step.detail = f"the database differs from the safety backup: {tables.summary(diffs)}"
+        if not run.state.get("safety"):
+            raise StepFailed(f"the restore of {self.opts.file} may be partial and there is no safety backup")
+        safety = Path(run.state["safety"])
+        with run.journal.step("restore-safety-backup") as step:
+            record = mf.read(safety)
+            _restore_into(self.app, db, safety, record, None)
+            diffs = tables.differences(record.tables or {}, db.counts(self.app))
+            if diffs:
+                raise StepFailed(f"row counts differ after restoring the safety backup: {tables.summary(diffs)}")
+            step.detail = f"{safety.name} restored; row counts match"
+            return step.detail
+
+    def database_by_hand(self, run: Run) -> str:
+        if not run.state.get("safety"):
+            return ("check the database: the restore may be partial and there is no safety backup; restore a "
+                    "known good backup: coderctl backup restore FILE --yes")
+        return (f"restore the safety backup: coderctl -n {self.app.namespace} backup restore {run.state['safety']} "
+                f"--yes --no-safety-backup --via {self.opts.via}")
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def database(self) -> _Database:
+        if self._db is None:
+            url = DatabaseURL.parse(discovery.database_url(self.app))
+            self.app.redact.add(url.password)
+            if self.opts.via == "exec":
+                self._db = _Database(url, "exec", target=pod.target(self.app, url))
+            else:
+                host, port = split_address(self.opts.db_address, url)
+                self._db = _Database(url, "direct", host=host, port=port)
+        return self._db
+
+    def _replicas(self) -> int:
+        dep = self.app.kube().get(DEPLOYMENTS, self.app.settings.coder_deployment, self.app.namespace)
+        return int((dep.get("spec") or {}).get("replicas", 1))
+
+    def _scale(self, replicas: int) -> None:
+        self.app.kube().patch(DEPLOYMENTS, self.app.settings.coder_deployment, self.app.namespace,
+                              {"spec": {"replicas": replicas}})
+
+    def _pods(self) -> list[dict[str, Any]]:
+        dep = self.app.kube().get(DEPLOYMENTS, self.app.settings.coder_deployment, self.app.namespace)
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return self.app.kube().list(PODS, self.app.namespace, label_selector=selector)
+
+    def _wait_no_pods(self) -> None:
+        deadline = time.monotonic() + self.opts.wait_s
+        while self._pods():
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"Coder pods still running {self.opts.wait_s:g}s after scaling to 0")
+            time.sleep(self.opts.poll_s)
+
+    def _rolled_out(self, deadline: float) -> bool:
+        try:
+            wait_for_rollout(self.app.kube(), self.app.namespace, self.app.settings.coder_deployment, deadline,
+                             interval=min(self.opts.poll_s, 0.25))
+        except RolloutError:
+            return False
+        return True
+
+    def _scale_to(self, replicas: int) -> str:
+        self._scale(replicas)
+        try:
+            wait_for_rollout(self.app.kube(), self.app.namespace, self.app.settings.coder_deployment,
+                             time.monotonic() + self.opts.wait_s, interval=min(self.opts.poll_s, 0.25))
+        except RolloutError as exc:
+            return (f"Coder back to {replicas} replica(s) but not ready: {self.app.redact(str(exc))}; "
+                    f"kubectl -n {self.app.namespace} get pods")
+        return f"Coder back to {replicas} replica(s), ready"
 
 
 def _file_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
@@ -212,129 +361,3 @@ def _restore_into(app: App, db: _Database, path: Path, record: mf.Manifest, prog
                                      flags=("--clean", "--if-exists"), why="to restore")
     if reason is not None:
         raise StepFailed(app.redact(f"restore failed, rolled back: {reason}"))
-
-
-# -- Coder's replicas --------------------------------------------------------------------------------------
-
-def _scale(app: App, replicas: int) -> None:
-    app.kube().patch(DEPLOYMENTS, app.settings.coder_deployment, app.namespace, {"spec": {"replicas": replicas}})
-
-
-def _scale_down(app: App, opts: RestoreOptions, state: _State) -> None:
-    try:
-        _scale(app, 0)
-    except BaseException:
-        try:  # a failed request may still have been applied
-            dep = app.kube().get(DEPLOYMENTS, app.settings.coder_deployment, app.namespace)
-            state.scaled_down = int((dep.get("spec") or {}).get("replicas", 1)) != state.replicas
-        except (CoderctlError, OSError):
-            state.scaled_down = True
-        raise
-    state.scaled_down = True
-    _wait(app, opts, 0)
-
-
-def _selector(app: App) -> str:
-    dep = app.kube().get(DEPLOYMENTS, app.settings.coder_deployment, app.namespace)
-    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def _wait(app: App, opts: RestoreOptions, replicas: int) -> bool:
-    """Until no Coder pod is left (0), or `replicas` are ready; False after opts.wait_s."""
-    deadline = time.monotonic() + opts.wait_s
-    selector = _selector(app) if replicas == 0 else ""
-    while True:
-        if replicas == 0:
-            if not app.kube().list(PODS, app.namespace, label_selector=selector):
-                return True
-        else:
-            dep = app.kube().get(DEPLOYMENTS, app.settings.coder_deployment, app.namespace)
-            if int((dep.get("status") or {}).get("readyReplicas") or 0) >= replicas:
-                return True
-        if time.monotonic() >= deadline:
-            if replicas == 0:
-                raise StepFailed(f"Coder pods still running {opts.wait_s:g}s after scaling to 0")
-            return False
-        time.sleep(opts.poll_s)
-
-
-def _scale_back(app: App, opts: RestoreOptions, journal: Journal, state: _State) -> None:
-    with journal.step("scale-up") as step:
-        if not state.scaled_down:
-            step.status, step.detail = "skipped", "Coder was not scaled down"
-            return
-        _scale(app, state.replicas)
-        state.scaled_down = False
-        if _wait(app, opts, state.replicas):
-            step.detail = f"Coder back to {state.replicas} replica(s), ready"
-        else:
-            step.status = "warn"
-            step.detail = (f"Coder back to {state.replicas} replica(s) but not ready after {opts.wait_s:g}s: "
-                           f"kubectl -n {app.namespace} get pods")
-
-
-# -- the way back ------------------------------------------------------------------------------------------
-
-def _way_back(app: App, opts: RestoreOptions, journal: Journal, state: _State, why: str) -> tuple[int, str]:
-    """Undo what the forward path changed. Returns (0, "") when the failure's own exit code stands, or
-    (3, steps) when a person is needed."""
-    todo: list[str] = []
-    database_problem = ""
-    if state.restore_started:
-        database_problem = _database_back(app, opts, journal, state, todo)
-    if state.scaled_down:
-        try:
-            _scale_back(app, opts, journal, state)
-        except (CoderctlError, OSError) as exc:
-            todo.append(f"kubectl -n {app.namespace} scale deployment/{app.settings.coder_deployment} "
-                        f"--replicas={state.replicas}   # scaling Coder back failed: {app.redact(str(exc))}")
-    if not todo:
-        return 0, ""
-    lines = [f"restore failed ({why}) and coderctl could not put everything back."]
-    if database_problem:
-        lines.append(database_problem)
-    lines.append("Do this:")
-    lines += [f"  {i}. {t}" for i, t in enumerate(todo, 1)]
-    return int(ExitCode.NEEDS_PERSON), "\n".join(lines)
-
-
-def _database_back(app: App, opts: RestoreOptions, journal: Journal, state: _State, todo: list[str]) -> str:
-    """After a failed restore: is the database as before? If not, restore the safety backup."""
-    try:
-        db = _database(app, opts)
-    except (CoderctlError, OSError) as exc:
-        todo.append(f"check the database: it could not be reached ({app.redact(str(exc))})")
-        return "The database's state is unknown."
-    if state.safety_tables is not None:
-        with journal.step("check-unchanged") as step:
-            try:
-                diffs = tables.differences(state.safety_tables, db.counts(app))
-            except (CoderctlError, OSError) as exc:
-                diffs = [f"row counts unavailable: {app.redact(str(exc))}"]
-            if not diffs:
-                step.detail = "row counts equal the safety backup's: the database is as it was"
-                return ""
-            step.status = "warn"
-            step.detail = f"the database differs from the safety backup: {tables.summary(diffs)}"
-    if state.safety is None:
-        todo.append(f"check the database: the restore of {opts.file} may be partial and there is no safety "
-                    f"backup; restore a known good backup: coderctl backup restore FILE --yes")
-        if state.scaled_down:
-            todo.append(f"then kubectl -n {app.namespace} scale deployment/{app.settings.coder_deployment} "
-                        f"--replicas={state.replicas}")
-        return "The database may hold a partial or wrong restore."
-    with journal.step("restore-safety-backup") as step:
-        try:
-            record = mf.read(state.safety)
-            _restore_into(app, db, state.safety, record, None)
-            diffs = tables.differences(record.tables or {}, db.counts(app))
-            if diffs:
-                raise StepFailed(f"row counts differ after restoring the safety backup: {tables.summary(diffs)}")
-            step.detail = f"{state.safety.name} restored; row counts match"
-            return ""
-        except (CoderctlError, OSError) as exc:
-            step.status, step.detail = "failed", app.redact(str(exc))
-    todo.append(f"restore the safety backup: coderctl -n {app.namespace} backup restore {state.safety} --yes "
-                f"--no-safety-backup --via {opts.via}")
-    return f"The database may hold a partial or wrong restore; the safety backup is {state.safety}."

@@ -206,45 +206,81 @@ def prune(app: App, directory: Path | None, keep_last: int, keep_daily: int, kee
 
 
 @backup.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @database_options
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--no-safety-backup", is_flag=True, help="skip the backup of the current database taken first")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="where the safety backup goes [default: as for backup create]")
+@click.option("--list", "list_", is_flag=True, help="list restores recorded in the cluster (and on this machine)")
+@click.option("--resume", metavar="ID", default=None, help="carry an unfinished restore forward")
+@click.option("--rollback", metavar="ID", default=None, help="undo what an unfinished restore did")
 @click.pass_obj
-def restore(app: App, file: str, via: str, yes: bool, no_safety_backup: bool, output_dir: Path | None) -> int:
+def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: bool, output_dir: Path | None,
+            list_: bool, resume: str | None, rollback: str | None) -> int:
     """Restore FILE into the deployment's database, with Coder scaled to 0 meanwhile.
 
     Checks FILE, asks for confirmation naming the target, takes a safety backup, scales Coder to 0,
     restores in one transaction, compares row counts with the manifest, and scales Coder back, also when
-    something fails. Exit 1: failed and put back; exit 3: the output says what a person must do.
+    something fails. Every step is recorded in the cluster (docs/operations.md): a restore that was
+    killed is listed by --list and finished with --resume ID or undone with --rollback ID, from any machine.
+    Exit 1: failed and put back; exit 3: the output says what a person must do.
     """
     import sys
 
     from coderctl import render
     from coderctl.errors import UsageError
     from coderctl.ops import manifest as mf
-    from coderctl.ops.restore import RestoreOptions
-    from coderctl.ops.restore import restore as run
+    from coderctl.ops import restore as ops
+
+    chosen = [name for name, given in (("FILE", file), ("--list", list_), ("--resume", resume),
+                                       ("--rollback", rollback)) if given]
+    if len(chosen) != 1:
+        raise UsageError("backup restore: give exactly one of FILE, --list, --resume ID, --rollback ID"
+                         + (f" (got {', '.join(chosen)})" if chosen else ""))
+    started_at, start = _now()
+    if list_:
+        return _list_operations(app, "backup restore", started_at, start)
+    if not yes and not rollback and not sys.stdin.isatty():
+        raise UsageError("restore replaces the database: pass --yes to run it without a terminal")
 
     def confirm(text: str, word: str) -> bool:
         if yes:
             return True
-        if not sys.stdin.isatty():
-            raise UsageError("restore replaces the database: pass --yes to run it without a terminal")
         click.echo(text, err=True)
         answer = click.prompt(f"Type the database name ({word}) to go on", err=True, default="",
                               show_default=False)
         return bool(answer.strip() == word)
 
-    started_at, start = _now()
-    path = mf.backup_file(file)
-    opts = RestoreOptions(file=path, output_dir=_dir(app, output_dir), via=via,
-                          safety_backup=not no_safety_backup, db_address=app.settings.db_address)
-    with render.TransferProgress("restoring", total=path.stat().st_size, enabled=app.output == "text") as bar:
-        outcome = run(app, opts, confirm, progress=bar.callback)
+    if rollback:
+        outcome = ops.rollback(app, rollback)
+        return _report(app, "backup restore", outcome, started_at, start, [f"restore {rollback} rolled back"])
+    if resume:
+        outcome = ops.resume(app, resume, confirm)
+    else:
+        assert file is not None
+        path = mf.backup_file(file)
+        opts = ops.RestoreOptions(file=path, output_dir=_dir(app, output_dir), via=via,
+                                  safety_backup=not no_safety_backup, db_address=app.settings.db_address)
+        with render.TransferProgress("restoring", total=path.stat().st_size, enabled=app.output == "text") as bar:
+            outcome = ops.restore(app, opts, confirm, progress=bar.callback)
     r = outcome.result
-    summary = [(f"restored {path.name} into {r.get('target')}: {r.get('tables')} tables, row counts match; "
-                f"Coder back to {r.get('replicas')} replica(s)")]
+    summary = [(f"restored {Path(r['file']).name} into {r.get('target')}: {r.get('tables')} tables, row counts "
+                f"match; Coder back to {r.get('replicas')} replica(s)")]
     return _report(app, "backup restore", outcome, started_at, start, summary)
+
+
+def _list_operations(app: App, command: str, started_at: datetime, start: float) -> int:
+    from coderctl import render
+    from coderctl.ops.operation import overview
+    from coderctl.ops.restore import KIND
+
+    rows = overview(app, KIND)
+    if app.output == "json":
+        render.print_json(render.envelope(command, started_at, time.monotonic() - start,
+                                          result=app.redact.deep({"operations": rows}), steps=[]))
+    else:
+        render.print_table(["ID", "STATE", "STEP", "HOLDER", "STARTED"],
+                           [[r["id"], r["state"], r["step"], r["holder"], r["started_at"]] for r in rows],
+                           color=app.color, empty="no restores recorded")
+    return 0
