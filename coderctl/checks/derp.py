@@ -205,6 +205,11 @@ class DerpOptions:
     count: int = 5
     hold: float = 0.0
 
+    def __post_init__(self) -> None:
+        """The CLI refuses these (exit 2); a NaN hold would otherwise end at once and pass as held."""
+        if not 0 <= self.hold < float("inf") or self.count < 1:
+            raise ValueError(f"DERP options out of range: count={self.count}, hold={self.hold}")
+
 
 def set_options(app: App, options: DerpOptions) -> None:
     app.cached("derp-options", lambda: options)

@@ -100,6 +100,16 @@ OWNERSHIP_UNCHECKED = code(
     meaning="Neither the access host nor the wildcard resolved, so no ownership record could be looked for.",
     evidence="The names and their answers.", fix="See dns.access-host and dns.wildcard.",
     check="dns.ownership")
+NO_ANSWER = code(
+    "DNS-NO-ANSWER", "error", "No nameserver answered: nothing was compared",
+    meaning="Every server asked about a name timed out, failed (SERVFAIL, an error) or refused: there is no "
+            "answer to compare, so whether the servers agree is unknown.",
+    evidence="The name and each server's outcome.",
+    fix="Check each server's address and port (--nameserver ADDRESS[:PORT]) and the firewall in between "
+        "(UDP and TCP 53); dns.access-host names the failure.",
+    check="dns.consistency")
+UNANSWERED = frozenset({"TIMEOUT", "ERROR", "SERVFAIL", "REFUSED"})
+"""Lookup outcomes that say nothing about the name: the server gave no answer (NXDOMAIN is an answer)."""
 _FAILURE_CODES: dict[str, Code] = {"SERVFAIL": SERVFAIL, "REFUSED": REFUSED, "TIMEOUT": TIMEOUT}
 
 
@@ -145,7 +155,7 @@ def first_definite(app: App, name: str, rdtype: str = "A") -> Lookup | None:
     last = None
     for asker in nameservers(app):
         last = cached_lookup(app, asker, name, rdtype)
-        if last.outcome not in ("TIMEOUT", "ERROR", "SERVFAIL", "REFUSED"):
+        if last.outcome not in UNANSWERED:
             return last
     return last
 
@@ -332,6 +342,12 @@ def dns_consistency(app: App) -> Outcome:
     per_server = {per_server_label(s): {n: shown(answers[(i, n)]) for n in names}
                   for i, s in enumerate(servers)}
     data = {"servers": per_server}
+    silent = [n for n in names if all(answers[(i, n)].outcome in UNANSWERED for i in range(len(servers)))]
+    if silent:
+        return found([NO_ANSWER(f"no server answered for {n}: nothing to compare",
+                                evidence=[f"{label}: {values[n]}" for label, values in per_server.items()],
+                                fix=[f"check the nameservers' addresses and ports ({', '.join(per_server)}) and "
+                                     "the firewall in between"]) for n in silent], "", **data)
     split = [n for n in names if len({shown(answers[(i, n)]) for i in range(len(servers))}) > 1]
     if split:
         fix = ["a server with an old zone (compare SOA serials; a secondary that stopped transferring), a "

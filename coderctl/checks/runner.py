@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from coderctl.checks.base import PASSING, Check, CheckResult, Outcome, Status
 from coderctl.checks.errors import outcome_for
@@ -126,3 +128,36 @@ def run_checks(
     if run.fatal is not None:
         raise run.fatal
     return [run.results[c.id] for c in selected]
+
+
+CHECKED = frozenset({Status.OK, Status.WARN, Status.FAIL})
+"""A check that ended so looked at what it checks; `skip` and `error` did not."""
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A category of which checks were selected but none could look: the run is not healthy."""
+
+    category: str
+    checks: tuple[str, ...]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "checks": list(self.checks), "reason": self.reason}
+
+
+def unchecked(results: list[CheckResult]) -> list[Unchecked]:
+    """Every category among `results` in which no check ended ok, warn or fail, with the commonest reason
+    its checks gave (a skip's reason first: it names what was missing, such as --access-url)."""
+    by_category: dict[str, list[CheckResult]] = {}
+    for r in results:
+        by_category.setdefault(r.category, []).append(r)
+    found: list[Unchecked] = []
+    for category, members in by_category.items():
+        if any(r.status in CHECKED for r in members):
+            continue
+        skipped = [r.detail for r in members if r.status is Status.SKIP]
+        details = skipped or [r.detail for r in members]
+        reason = Counter(d.splitlines()[0] if d else "no reason given" for d in details).most_common(1)[0][0]
+        found.append(Unchecked(category, tuple(r.id for r in members), reason))
+    return found

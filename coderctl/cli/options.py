@@ -11,6 +11,45 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Seconds(click.ParamType):
+    """A finite number of seconds within [low, high]: click's FloatRange lets `nan` through (every
+    comparison with it is false) and `inf`, and neither means anything as a duration."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        import math
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        below = number <= self.low if self.low_open else number < self.low
+        if below or number > self.high:
+            low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+            self.fail(f"{value!r}: must be {low} and at most {self.high:g} seconds", param, ctx)
+        return number
+
+    def __repr__(self) -> str:
+        return f"Seconds({self.low:g}, {self.high:g})"
+
+
+TIMEOUT = Seconds(0, 3600, low_open=True)
+"""--timeout: per network operation; a day of verify at most (its deadline is 6 x --timeout)."""
+HOLD = Seconds(0, 86400)
+"""probe derp --hold: 0 (off) up to a day."""
+DEADLINE = Seconds(0.1, 86400)
+"""verify --deadline."""
+
+
 def network_options(fn: F) -> F:
     """--access-url, --resolve, --nameserver, --ca-file, --insecure: applied on top of the profile."""
 

@@ -172,6 +172,11 @@ class HttpClient:
         start = time.monotonic()
         sock = self.connect(target, timeout=timeout)
         try:
+            # Read off the connection before the request: a reply with `Connection: close` closes the socket
+            # as soon as its body is read, and a closed SSLSocket has no certificate or peer left to give.
+            peer = sock.getpeername()
+            tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+            cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
             conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout or self.timeout)
             conn.sock = sock
             conn.putrequest(method, target.path, skip_host=True, skip_accept_encoding=True)
@@ -182,15 +187,13 @@ class HttpClient:
             conn.endheaders()
             resp = conn.getresponse()
             body = resp.read(body_limit) if resp.status not in (101, 204, 304) else b""
-            tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-            cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
             return Response(
                 status=resp.status,
                 reason=resp.reason,
                 headers={k.lower(): v for k, v in resp.getheaders()},
                 body=body,
                 elapsed_s=time.monotonic() - start,
-                peer=f"{sock.getpeername()[0]}:{sock.getpeername()[1]}",
+                peer=f"{peer[0]}:{peer[1]}",
                 tls_version=tls_version,
                 peer_cert=cert or None,
             )

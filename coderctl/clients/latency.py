@@ -23,6 +23,7 @@ def timed_gets(client: HttpClient, url: str, count: int) -> list[Response]:
         while len(responses) < count:
             if conn is None:
                 sock = client.connect(target)
+                peer = sock.getpeername()  # before a `Connection: close` reply closes the socket
                 conn = http.client.HTTPConnection(target.host, target.port, timeout=client.timeout)
                 conn.sock = sock
             start = time.monotonic()
@@ -32,8 +33,6 @@ def timed_gets(client: HttpClient, url: str, count: int) -> list[Response]:
             conn.endheaders()
             resp = conn.getresponse()
             body = resp.read(64 * 1024)
-            assert sock is not None
-            peer = sock.getpeername()
             responses.append(Response(status=resp.status, reason=resp.reason,
                                       headers={k.lower(): v for k, v in resp.getheaders()}, body=body,
                                       elapsed_s=time.monotonic() - start, peer=f"{peer[0]}:{peer[1]}"))

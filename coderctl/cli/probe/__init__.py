@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from coderctl.cli.options import network_options
+from coderctl.cli.options import HOLD, network_options
 from coderctl.context import App
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +63,7 @@ def probe() -> None:
 @probe.command()
 @click.option("--count", type=click.IntRange(1, 50), default=5, show_default=True, metavar="N",
               help="connections for the key comparison, and requests for the latency check")
-@click.option("--hold", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+@click.option("--hold", type=HOLD, default=0, show_default=True, metavar="SECONDS",
               help="keep one relay connection idle this long and report if something closes it (0: off)")
 @_strict
 @network_options

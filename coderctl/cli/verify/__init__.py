@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from coderctl.cli.options import network_options
+from coderctl.cli.options import DEADLINE, network_options
 from coderctl.context import App
 
 
@@ -12,7 +12,7 @@ from coderctl.context import App
 @click.option("--skip", multiple=True, metavar="ID", help="leave out this check (repeatable)")
 @click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
 @click.option("--list", "list_only", is_flag=True, help="list the checks and exit")
-@click.option("--deadline", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+@click.option("--deadline", type=DEADLINE, default=None, metavar="SECONDS",
               help="overall time limit for all checks [default: 6 x --timeout]")
 @click.option("--via", type=click.Choice(["exec", "direct"]), default=None,
               help="database login through psql in the PostgreSQL pod (default) or directly")
