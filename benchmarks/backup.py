@@ -1,18 +1,20 @@
 """Backup throughput and memory: coderctl next to the commands it replaces, on one generated database.
 
-    .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--no-verify] [--keep DIR]
+    .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--no-verify] [--keep DIR]
 
 Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like schema grown to about
---size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run:
+--size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run and
+at each compression level of --levels (like with like: coderctl's default is 1, pg_dump's is 6, so both
+are measured, each against the raw command at the same level):
 
-  raw pg_dump -Fc -f FILE                              vs  coderctl backup create --via direct
-  (raw pg_dump -Fc -Z1 -f FILE, coderctl's default compression level, is shown for reference)
-  kubectl exec ... -- pg_dump -Fc > FILE (lab API)     vs  coderctl backup create --via exec
+  raw pg_dump -Fc -ZN -f FILE                              vs  coderctl backup create --via direct --compress N
+  kubectl exec ... -- pg_dump -Fc -ZN > FILE (lab API)     vs  coderctl backup create --via exec --compress N
 
-coderctl runs as a real process (its start-up counts); its peak RSS is sampled every 20 ms with psutil
-(the coderctl process only, not pg_dump or pg_restore). coderctl also reads every archive back while it
-arrives (pg_restore -f -), which the raw commands do not. The four commands run in turn, --runs times; the
-table gives the best and the median time of each (other work on the machine only ever slows a run down).
+coderctl runs as a real process (its start-up counts) and reads every archive back while it arrives
+(header, TOC, every block decompressed, COPY rows counted), which the raw commands do not; its peak RSS is
+sampled every 20 ms with psutil (the coderctl process only, not pg_dump). The commands run in turn, --runs
+times; the table gives the best and the median time of each, and coderctl's throughput as a fraction of the
+raw command's (1.00x: as fast). Other work on the machine only ever slows a run down: say how busy it was.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, stdout_path: Path
     _, err = proc.communicate()
     elapsed = time.perf_counter() - start
     done.set()
-    if out is not subprocess.DEVNULL:
+    if not isinstance(out, int):
         out.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -92,6 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200, help="table data to generate, in MB (default 200)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each command (default 3)")
+    parser.add_argument("--levels", default="1,6",
+                        help="zlib levels to compare at, comma-separated (default 1,6: coderctl's and pg_dump's "
+                             "defaults)")
     parser.add_argument("--no-verify", action="store_true",
                         help="also time coderctl with --no-verify (streaming alone, no read-back)")
     parser.add_argument("--keep", type=Path, default=None, help="leave the files here instead of a temp dir")
@@ -100,11 +105,8 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="coderctl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
+    levels = [int(level) for level in args.levels.split(",") if level.strip()]
     with LabPostgres() as pg:
-        t = time.perf_counter()
-        data = pg.generate(args.size_mb * 1_000_000)
-        print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
-              f"(PostgreSQL {pg.version})", flush=True)
         values = lab_values()
         values.update(lab_database_values(pg))
         api = FakeKubeAPI(load_manifests(MANIFESTS, values), tls=ca)
@@ -113,15 +115,25 @@ def main() -> None:
             api.set_exec("coder", "coder-coder-postgresql-0", env=bitnami_pod_env(pg),
                          path_map={"/opt/bitnami/postgresql/bin/pg_dump": str(pg.bindir / "pg_dump")})
             kubeconfig = api.write_kubeconfig(work / "kubeconfig")
-            rows = measure(pg, kubeconfig, work, args.runs, args.no_verify)
+            print("fixed costs, on the small seed database:", flush=True)
+            seed = pg.data_size()
+            fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify)
+            t = time.perf_counter()
+            data = pg.generate(args.size_mb * 1_000_000)
+            print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
+                  f"(PostgreSQL {pg.version})", flush=True)
+            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify)
         finally:
             api.stop()
-    report(rows, data)
+    report(fixed, fixed_pairs, seed, title="the seed database: fixed costs (start-up, discovery, lookups)")
+    report(rows, pairs, data, fixed={r.name: r for r in fixed})
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, no_verify: bool) -> list[Row]:
+def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[int],
+            no_verify: bool) -> tuple[list[Row], dict[str, str]]:
+    """Rows of timings, and which raw command each coderctl row is compared with."""
     pg_env = {**os.environ, **pg.env()}
     pg_dump = str(pg.bindir / "pg_dump")
     coderctl = [sys.executable, "-m", "coderctl", "--kubeconfig", str(kubeconfig), "--timeout", "10"]
@@ -129,37 +141,38 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, no_verify:
     env.pop("KUBECONFIG", None)
     kubectl = shutil.which("kubectl")
     if not kubectl:
-        print("kubectl not found: skipping the kubectl exec baseline", file=sys.stderr)
-    script = 'PGPASSWORD="$POSTGRES_PASSWORD" exec pg_dump -Fc -U coder -d coder'
-    commands: dict[str, Any] = {
-        "pg_dump -Fc -f FILE": lambda out: run([pg_dump, "-Fc", "-f", str(out / "raw.dump")], env=pg_env),
-        "pg_dump -Fc -Z1 -f FILE": lambda out: run([pg_dump, "-Fc", "-Z1", "-f", str(out / "raw1.dump")],
-                                                   env=pg_env),
-        "coderctl backup create --via direct": lambda out: run(
-            [*coderctl, "backup", "create", "--via", "direct", "--database-url", pg.url(), "--output-dir",
-             str(out)], env=env, sample=True),
-        "kubectl exec -- pg_dump -Fc > FILE": lambda out: run(
-            [kubectl or "kubectl", "--kubeconfig", str(kubeconfig), "-n", "coder", "exec",
-             "coder-coder-postgresql-0", "-c", "postgresql", "--", "sh", "-c", script],
-            stdout_path=out / "kubectl.dump"),
-        "coderctl backup create --via exec": lambda out: run(
-            [*coderctl, "backup", "create", "--via", "exec", "--output-dir", str(out)], env=env, sample=True),
-    }
-    if no_verify:
-        commands["coderctl backup create --via direct --no-verify"] = lambda out: run(
-            [*coderctl, "backup", "create", "--via", "direct", "--no-verify", "--database-url", pg.url(),
-             "--output-dir", str(out)], env=env, sample=True)
-        commands["coderctl backup create --via exec --no-verify"] = lambda out: run(
-            [*coderctl, "backup", "create", "--via", "exec", "--no-verify", "--output-dir", str(out)], env=env,
-            sample=True)
-    if not kubectl:
-        del commands["kubectl exec -- pg_dump -Fc > FILE"]
+        print("kubectl not found: skipping the kubectl exec baselines", file=sys.stderr)
+    commands: dict[str, Any] = {}
+    pairs: dict[str, str] = {}
+    for level in levels:
+        raw = f"pg_dump -Fc -Z{level} -f FILE"
+        commands[raw] = lambda out, z=level: run([pg_dump, "-Fc", f"-Z{z}", "-f", str(out / "raw.dump")], env=pg_env)
+        flags = ["", "--no-verify"] if no_verify else [""]
+        for flag in flags:
+            name = f"coderctl backup create --via direct --compress {level}" + (f" {flag}" if flag else "")
+            commands[name] = lambda out, z=level, f=flag: run(
+                [*coderctl, "backup", "create", "--via", "direct", "--compress", str(z), *([f] if f else []),
+                 "--database-url", pg.url(), "--output-dir", str(out)], env=env, sample=True)
+            pairs[name] = raw
+        if kubectl:
+            script = f'PGPASSWORD="$POSTGRES_PASSWORD" exec pg_dump -Fc -Z{level} -U coder -d coder'
+            kraw = f"kubectl exec -- pg_dump -Fc -Z{level} > FILE"
+            commands[kraw] = lambda out, s=script: run(
+                [kubectl, "--kubeconfig", str(kubeconfig), "-n", "coder", "exec", "coder-coder-postgresql-0", "-c",
+                 "postgresql", "--", "sh", "-c", s], stdout_path=out / "kubectl.dump")
+        for flag in flags:
+            name = f"coderctl backup create --via exec --compress {level}" + (f" {flag}" if flag else "")
+            commands[name] = lambda out, z=level, f=flag: run(
+                [*coderctl, "backup", "create", "--via", "exec", "--compress", str(z), *([f] if f else []),
+                 "--output-dir", str(out)], env=env, sample=True)
+            if kubectl:
+                pairs[name] = f"kubectl exec -- pg_dump -Fc -Z{level} > FILE"
     run([pg_dump, "-Fc", "-f", str(work / "warmup.dump")], env=pg_env)  # warm the database's cache
     (work / "warmup.dump").unlink()
     rows = {name: Row(name, [], 0) for name in commands}
     for i in range(runs):
-        for name, command in commands.items():
-            out = work / f"run{i}-{len(rows[name].times)}-{name.split()[0]}-{name.split()[-1]}"
+        for index, (name, command) in enumerate(commands.items()):
+            out = work / f"run{i}-{index}"
             out.mkdir(parents=True)
             seconds, peak = command(out)
             row = rows[name]
@@ -169,26 +182,32 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, no_verify:
                 row.peak_rss = max(row.peak_rss or 0, peak)
             shutil.rmtree(out)
             print(f"  run {i + 1}: {name}: {seconds:.2f}s", flush=True)
-    return list(rows.values())
+    return list(rows.values()), pairs
 
 
-def report(rows: list[Row], data: int) -> None:
+def report(rows: list[Row], pairs: dict[str, str], data: int, *, title: str = "",
+           fixed: dict[str, Row] | None = None) -> None:
+    """A table per run. With `fixed` (the same commands on the seed database), also the marginal ratio:
+    the raw command's time over coderctl's, each less its own fixed cost (what a larger database tends to)."""
     base = {r.name: r for r in rows}
-    pairs = {"coderctl backup create --via direct": "pg_dump -Fc -f FILE",
-             "coderctl backup create --via exec": "kubectl exec -- pg_dump -Fc > FILE",
-             "coderctl backup create --via direct --no-verify": "pg_dump -Fc -f FILE",
-             "coderctl backup create --via exec --no-verify": "kubectl exec -- pg_dump -Fc > FILE"}
+    load = os.getloadavg()
     print()
-    print(f"table data: {data / 1e6:.0f} MB; best of {len(rows[0].times)} runs (median in brackets)")
+    print(f"{title or 'table data'}: {data / 1e6:.0f} MB; best of {len(rows[0].times)} runs (median in brackets); "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end")
     print()
-    print("| command | seconds | MB/s of table data | archive MB | throughput vs baseline | peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print("| command | seconds | MB/s of table data | archive MB | throughput vs the raw command, same level "
+          "| marginal, medians less fixed costs | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         against = base.get(pairs.get(r.name, ""))
-        ratio = f"{against.seconds / r.seconds:.2f}x ({against.median / r.median:.2f}x)" if against else ""
+        ratio = (f"{against.seconds / r.seconds:.2f}x ({against.median / r.median:.2f}x) of `{against.name}`"
+                 if against else "")
+        marginal = ""
+        if against and fixed and r.name in fixed and against.name in fixed and r.median > fixed[r.name].median:
+            marginal = (f"{(against.median - fixed[against.name].median) / (r.median - fixed[r.name].median):.2f}x")
         rss = f"{r.peak_rss / 1e6:.0f}" if r.peak_rss else ""
         print(f"| {r.name} | {r.seconds:.2f} ({r.median:.2f}) | {data / r.seconds / 1e6:.1f} | {r.size / 1e6:.1f} | "
-              f"{ratio} | {rss} |")
+              f"{ratio} | {marginal} | {rss} |")
 
 
 if __name__ == "__main__":

@@ -113,3 +113,67 @@ def test_list_shows_every_backup(tmp_path: Path) -> None:
     assert states[mf.backup_name("coder", at(4, 1), "custom")] == "size-mismatch"
     assert sum(s == "ok" for s in states.values()) == 106
     assert backups[0]["verified"] is False and backups[2]["verified"] is True
+
+
+def test_prune_protects_the_newest_intact_backup_not_a_corrupt_one(tmp_path: Path) -> None:
+    """The newest backup's file is damaged in place (same size): its manifest still says verified, but it
+    must not be what protects; the older intact backup is kept as the newest verified one."""
+    old = make_backup(tmp_path, at(4, 1))
+    new = make_backup(tmp_path, at(4, 2))
+    data = (tmp_path / new).read_bytes()
+    (tmp_path / new).write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    doc = prune(tmp_path, "--keep-last", "1")
+    assert remaining(tmp_path) == {old, new}
+    reasons = {b["file"]: b["reasons"] for b in doc["result"]["backups"]}
+    assert reasons[old] == ["newest verified backup"]
+    assert reasons[new][0] == "last #1" and "checksum mismatch" in reasons[new][1]
+
+
+def test_prune_passes_over_every_damaged_backup_it_would_protect(tmp_path: Path) -> None:
+    names = synthetic(tmp_path)
+    for moment in (at(4, 15), at(4, 14)):  # the two newest verified ones are damaged
+        path = tmp_path / names[moment]
+        data = path.read_bytes()
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    prune(tmp_path, "--keep-last", "1")
+    assert remaining(tmp_path) == {names[at(4, 15, 14)], names[at(4, 13)]}
+
+
+BAD_MANIFESTS = {
+    "created-at-number": lambda d: {**d, "created_at": 1764500000},
+    "empty-object": lambda d: {},
+    "not-json": None,
+    "a-list": lambda d: [d],
+    "verification-string": lambda d: {**d, "verification": "ok"},
+    "size-string": lambda d: {**d, "size": str(d["size"])},
+    "tables-list": lambda d: {**d, "tables": ["public.users"]},
+    "created-at-garbage": lambda d: {**d, "created_at": "yesterday"},
+}
+
+
+def test_a_malformed_manifest_is_one_bad_entry(tmp_path: Path) -> None:
+    names = synthetic(tmp_path)
+    broken: dict[str, str] = {}
+    for (kind, change), moment in zip(BAD_MANIFESTS.items(), (at(2, d) for d in range(1, 20)), strict=False):
+        manifest = tmp_path / (names[moment] + ".json")
+        if change is None:
+            manifest.write_text("{not json")
+        else:
+            manifest.write_text(json.dumps(change(json.loads(manifest.read_text()))))
+        broken[names[moment]] = kind
+    r = run_cli("-o", "json", "backup", "list", str(tmp_path))
+    assert r.code == 1, r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+    states = {b["file"]: (b["checksum"], b["detail"]) for b in json.loads(r.stdout)["backups"]}
+    assert len(states) == 107
+    for name in broken:
+        assert states[name][0] == "bad-manifest", (name, states[name])
+        assert states[name][1]
+    assert sum(s == "ok" for s, _ in states.values()) == 107 - len(broken)
+    text = run_cli("backup", "list", str(tmp_path))
+    assert text.code == 1 and "bad-manifest" in text.stdout
+
+    doc = prune(tmp_path, "--keep-last", "3")
+    assert set(broken) <= set(doc["result"]["untouched"])
+    assert set(broken) <= remaining(tmp_path)
+    assert remaining(tmp_path) == set(broken) | {names[at(4, 15, 14)], names[at(4, 15, 10)], names[at(4, 15)]}

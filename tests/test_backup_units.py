@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from datetime import datetime, timezone, UTC
 from pathlib import Path
 
 import pytest
 
+from coderctl.errors import UsageError
+from coderctl.ops import files, metrics, pgtools
 from coderctl.ops import manifest as mf
-from coderctl.ops import metrics, pgtools
 from coderctl.ops.pod import credentials_in_pod
-from coderctl.ops.scan import SqlScanner
+from coderctl.ops.scan import BlockRows, CopyCounter, SqlScanner
 
 DUMP = (
     b"--\n-- PostgreSQL database dump\n--\n\n"
@@ -129,3 +132,122 @@ def test_names() -> None:
     assert mf.backup_name("co/der", moment, "plain", "pre-restore") == "co_der-20261126T120005Z-pre-restore.sql"
     assert mf.time_from_name("coder-20261126T120005Z-pre-restore-2.dump") == moment
     assert mf.time_from_name("notes.sql") is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_copy_rows_are_counted_whatever_the_chunking_and_row_length(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = [rng.choice([b"", b"x", b"\\\\.", b"\\.x", b"a\\nb", b"z" * rng.randint(1, 5000)]) for _ in range(50)]
+    data = b"".join(r + b"\n" for r in rows) + b"\\.\n\n\n"
+    pos, counter = 0, CopyCounter()
+    while pos < len(data):
+        size = rng.choice([1, 2, 3, 4, 5, 100, 7000])
+        stop = counter.feed(data[pos:pos + size])
+        if counter.ended:
+            assert pos + stop == len(data) - 2
+            break
+        pos += size
+    assert counter.ended and counter.rows == len(rows)
+    assert counter.finish() == len(rows)
+    cut = CopyCounter()
+    cut.feed(b"1\n2\npartial")
+    assert cut.finish() is None
+
+
+def test_plain_scanner_keeps_no_long_line() -> None:
+    """A 64 MiB row arrives in 1 MiB chunks: nothing of it is kept between chunks (this was quadratic)."""
+    scanner = SqlScanner()
+    scanner.feed(DUMP[: DUMP.index(b"1\ta@example.org")])
+    chunk = b"ab" * (1 << 19)
+    scanner.feed(b"9\t")
+    for _ in range(64):
+        scanner.feed(chunk)
+        assert len(scanner._line) == 0  # noqa: SLF001
+    scanner.feed(b"\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n")
+    facts = scanner.finish()
+    assert facts.tables == {"public.users": 1} and facts.complete
+
+
+def test_a_new_backup_directory_is_private_and_an_existing_one_keeps_its_mode(tmp_path: Path) -> None:
+    new = files.private_dir(tmp_path / "a" / "b")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+    for mode in (0o555, 0o750, 0o755, 0o700):
+        existing = tmp_path / f"mode{mode:o}"
+        existing.mkdir()
+        existing.chmod(mode)
+        assert files.private_dir(existing) == existing
+        assert stat.S_IMODE(existing.stat().st_mode) == mode
+    target = tmp_path / "real"
+    target.mkdir(mode=0o755)
+    target.chmod(0o755)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    files.private_dir(link)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+
+
+def test_a_backup_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    for mode in (0o1777, 0o777, 0o757):
+        shared = tmp_path / f"shared{mode:o}"
+        shared.mkdir()
+        shared.chmod(mode)
+        with pytest.raises(UsageError, match="writable by every user") as err:
+            files.private_dir(shared)
+        assert "\n" not in str(err.value)
+        assert stat.S_IMODE(shared.stat().st_mode) == mode
+    link = tmp_path / "to-shared"
+    link.symlink_to(tmp_path / "shared1777")
+    with pytest.raises(UsageError, match="writable by every user"):
+        files.private_dir(link)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o2775)
+    os.chown(group, -1, os.getegid())
+    warnings: list[str] = []
+    files.private_dir(group, warn=warnings.append)
+    assert len(warnings) == 1 and "writable by its group" in warnings[0]
+    foreign = max({os.getegid(), *os.getgroups()}) + 4242
+    os.chown(group, -1, foreign)
+    with pytest.raises(UsageError, match="group this process is not in"):
+        files.private_dir(group)
+    assert stat.S_IMODE(group.stat().st_mode) == 0o2775
+
+
+GOOD_MANIFEST = {"file": "coder-20261126T120000Z.dump", "created_at": "2026-11-26T12:00:00Z", "duration_s": 1.5,
+                 "via": "exec", "format": "custom", "database": "coder", "size": 10, "sha256": "0" * 64,
+                 "verification": {"status": "ok"}, "tables": {"public.users": 3}}
+
+
+@pytest.mark.parametrize("change", [
+    {"created_at": 1764158400}, {"created_at": "not a time"}, {"created_at": None}, {"size": "10"},
+    {"size": True}, {"size": -1}, {"sha256": 5}, {"sha256": "abc"}, {"verification": "ok"},
+    {"verification": {"method": "x"}}, {"tables": {"public.users": "3"}}, {"tables": [1]}, {"format": "tar"},
+    {"database": ["coder"]}, {"source": "pod"},
+])
+def test_every_malformed_manifest_is_a_manifest_error(change: dict[str, object]) -> None:
+    assert mf.Manifest.from_dict(GOOD_MANIFEST).verified
+    with pytest.raises(mf.ManifestError):
+        mf.Manifest.from_dict({**GOOD_MANIFEST, **change})
+    with pytest.raises(mf.ManifestError, match="no file"):
+        mf.Manifest.from_dict({})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_block_rows_agree_with_the_streaming_count(seed: int) -> None:
+    """The archive's per-block count (newlines, end marker recognised at the end) equals the streaming count
+    (marker searched in every piece), with and without pg_dump's end marker, on awkward rows."""
+    rng = random.Random(seed)
+    rows = [rng.choice([b"", b"x", b"\\\\.", b"\\.x", b"a\\nb", b"z" * rng.randint(1, 300)])
+            for _ in range(rng.randint(0, 60))]
+    body = b"".join(r + b"\n" for r in rows)
+    for data in (body + b"\\.\n\n\n", body + b"\\.\n", body):
+        counter = BlockRows()
+        pos = 0
+        while pos < len(data):
+            size = rng.choice([1, 2, 3, 5, 64, 5000])
+            counter.feed(data[pos:pos + size])
+            pos += size
+        assert counter.finish() == len(rows), data[-40:]
+    cut = BlockRows()
+    cut.feed(body + b"partial row")
+    assert cut.finish() is None

@@ -146,13 +146,13 @@ def create(app: App, opts: CreateOptions, progress: Progress | None = None,
 def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, progress: Progress | None,
          start: float) -> dict[str, Any]:
     with journal.step("prepare") as step:
-        out_dir = private_dir(opts.output_dir)
+        warnings: list[str] = []
+        out_dir = private_dir(opts.output_dir, warn=warnings.append)
         source = _prepare(app, opts)
         attempt.database = source.url.database
-        check_tool = None
-        if opts.verify and opts.fmt == "custom":
-            check_tool = pgtools.find("pg_restore", why="to read the archive back; or pass --no-verify")
-        step.detail = f"{source.describe}; {opts.fmt} format into {out_dir}"
+        step.detail = "; ".join([f"{source.describe}; {opts.fmt} format into {out_dir}", *warnings])
+        if warnings:
+            step.status = "warn"
     moment = mf.now_utc()
     final = _free_name(out_dir, source.url.database, moment, opts)
     digest = hashlib.sha256()
@@ -160,7 +160,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         attempt.out = out = PartialFile(final)
         follower = None
         if opts.verify:
-            attempt.follower = follower = Follower(out.partial, StreamCheck(opts.fmt, check_tool))
+            attempt.follower = follower = Follower(out.partial, StreamCheck(opts.fmt))
             follower.start()
 
         def sink(chunk: bytes) -> None:
@@ -248,8 +248,9 @@ def _verify(follower: Follower | None, out: PartialFile, written_sha: str,
         raise StepFailed(str(exc)) from None
     if read_sha != written_sha:
         raise StepFailed("the file read back differs from what was written (disk or filesystem error)")
-    method = "pg_restore -f - (every block read)" if fmt == "custom" else "SQL scan"
-    detail = f"read back in full: {len(facts.tables)} tables, {facts.rows} rows, end-of-dump marker present"
+    method = follower.check.method
+    whole = "every data block present" if fmt == "custom" else "end-of-dump marker present"
+    detail = f"read back in full: {len(facts.tables)} tables, {facts.rows} rows, {whole}"
     return mf.Verification("ok", method=method, detail=detail, at=at), facts
 
 

@@ -19,7 +19,7 @@ class Entry:
     time: datetime | None
     size: int | None
     manifest: mf.Manifest | None
-    checksum: str  # ok | mismatch | size-mismatch | unchecked | missing-file | no-manifest | bad-manifest | partial
+    checksum: str  # ok mismatch size-mismatch unchecked unreadable missing-file no-manifest bad-manifest partial
     detail: str = ""
 
     @property

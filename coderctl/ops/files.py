@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +16,63 @@ PARTIAL = ".partial"
 READ_CHUNK = 1 << 20
 
 
-def private_dir(path: Path) -> Path:
-    """Create the directory 0700 (parents too); an existing one that others can read is tightened."""
+def private_dir(path: Path, warn: Callable[[str], None] | None = None) -> Path:
+    """The backup directory: a new one is created 0700 (its missing parents with the usual mode); an
+    existing one is used as it is, never chmod-ed (it may be /tmp, or a directory its owner made read-only
+    on purpose), but refused when others could replace or remove what coderctl writes there:
+
+    - writable by everyone (even with the sticky bit: others can take the names coderctl would use);
+    - writable by a group this process is not in, or owned by another user (other than root);
+    - writable by a group this process is in (a Kubernetes volume with fsGroup) is used, with a warning.
+    """
     path = path.expanduser()
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
+        created = _make_dirs(path)
+        info = path.stat()
     except PermissionError:
         raise UsageError(f"backup directory {path}: permission denied") from None
     except OSError as exc:
         raise UsageError(f"backup directory {path}: {exc.strerror}") from None
-    if not path.is_dir():
+    if not stat.S_ISDIR(info.st_mode):
         raise UsageError(f"backup directory {path} is not a directory")
+    if created:
+        return path
+    problem, note = _too_open(info)
+    if problem:
+        raise UsageError(f"backup directory {path} {problem} (mode {stat.S_IMODE(info.st_mode):04o}): coderctl "
+                         "does not write backups there, nor change its mode; use a directory only you can write "
+                         "to, or a new one (created with mode 0700)")
+    if note and warn is not None:
+        warn(f"backup directory {path} {note} (mode {stat.S_IMODE(info.st_mode):04o})")
     return path
+
+
+def _make_dirs(path: Path) -> bool:
+    """Create `path` (mode 0700) and its missing parents; True when `path` itself was created here."""
+    if path.exists():
+        return False
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _too_open(info: os.stat_result) -> tuple[str, str]:
+    """(why the directory is refused, or ""; why it deserves a warning, or "")."""
+    mode = stat.S_IMODE(info.st_mode)
+    me = os.geteuid()
+    if mode & stat.S_IWOTH:
+        return "is writable by every user", ""
+    if info.st_uid not in (me, 0):
+        return f"belongs to another user (uid {info.st_uid})", ""
+    if mode & stat.S_IWGRP:
+        if info.st_gid not in {os.getegid(), *os.getgroups()}:
+            return f"is writable by a group this process is not in (gid {info.st_gid})", ""
+        return "", f"is writable by its group (gid {info.st_gid}), which this process is in"
+    return "", ""
 
 
 def fsync_dir(path: Path) -> None:

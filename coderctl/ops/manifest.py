@@ -64,13 +64,58 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest from its JSON; ManifestError names the first field that is missing or of the wrong
+        type, so one damaged manifest is one bad entry, never an error for the whole directory."""
+        values = dict(data)
+        verification = values.get("verification") or {"status": "skipped"}
+        if not isinstance(verification, dict) or not isinstance(verification.get("status"), str):
+            raise ManifestError("manifest field verification is not an object with a status")
+        known = set(Verification.__dataclass_fields__)
+        values["verification"] = Verification(**{k: v for k, v in verification.items() if k in known})
+        for name, types, required in _FIELDS:
+            if name not in values:
+                if required:
+                    raise ManifestError(f"manifest has no {name}")
+                continue
+            value = values[name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                raise ManifestError(f"manifest field {name} is {_kind(value)}, expected {_kind_of(types)}")
+        if values["format"] not in EXTENSIONS:
+            raise ManifestError(f"manifest field format is {values['format']!r}, expected custom or plain")
+        if not re.fullmatch(r"[0-9a-f]{64}", values["sha256"]):
+            raise ManifestError("manifest field sha256 is not a SHA-256 in hex")
+        if values["size"] < 0:
+            raise ManifestError("manifest field size is negative")
+        tables = values.get("tables")
+        if tables is not None and not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                          for k, v in tables.items()):
+            raise ManifestError("manifest field tables is not a map of table names to row counts")
         try:
-            values = dict(data)
-            values["verification"] = Verification(**values.get("verification") or {"status": "skipped"})
-            known = set(cls.__dataclass_fields__)
-            return cls(**{k: v for k, v in values.items() if k in known})
-        except TypeError as exc:
-            raise ManifestError(f"manifest is incomplete: {exc}") from None
+            parse_time(values["created_at"])
+        except (ValueError, OverflowError):
+            raise ManifestError(f"manifest field created_at is not a time: {values['created_at'][:40]!r}") from None
+        fields = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in fields})
+
+
+_STR = (str,)
+_OPT_STR = (str, type(None))
+_FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
+    ("file", _STR, True), ("created_at", _STR, True), ("duration_s", (int, float), True), ("via", _STR, True),
+    ("format", _STR, True), ("database", _STR, True), ("size", (int,), True), ("sha256", _STR, True),
+    ("server_version", _OPT_STR, False), ("pg_dump_version", _OPT_STR, False),
+    ("coder_version", _OPT_STR, False), ("compression", (int, type(None)), False), ("source", (dict,), False),
+    ("tables", (dict, type(None)), False), ("coderctl", _STR, False), ("manifest_version", (int,), False),
+)
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _kind_of(types: tuple[type, ...]) -> str:
+    return " or ".join(dict.fromkeys(_kind(t()) if t is not type(None) else "null" for t in types))
 
 
 def now_utc() -> datetime:
@@ -117,11 +162,14 @@ def read(backup: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"{path.name} is missing: without a manifest there is no checksum to check") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ManifestError(f"{path.name} cannot be read: {exc}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path.name} is not a coderctl manifest")
-    return Manifest.from_dict(data)
+    try:
+        return Manifest.from_dict(data)
+    except ManifestError as exc:
+        raise ManifestError(f"{path.name}: {exc}") from None
 
 
 def backup_file(arg: str | Path) -> Path:

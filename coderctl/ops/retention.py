@@ -4,7 +4,8 @@ Backups are walked newest first. Each rule has a count and a bucket: every backu
 for `daily`, the ISO week for `weekly`, the month for `monthly`. A backup is kept by a rule when its bucket
 differs from that of the last backup the rule kept, while the rule has count left; so each rule keeps the
 newest backup of each of its N most recent buckets. A backup no rule keeps is removed, except the newest
-verified backup, which is always kept.
+verified backup, which is always kept: "verified" as its manifest says and intact as its SHA-256 shows
+now, so a damaged file never takes the place of the last good one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from coderctl.errors import ExitCode, UsageError
 from coderctl.ops import manifest as mf
 from coderctl.ops.catalog import Entry, scan
-from coderctl.ops.files import fsync_dir
+from coderctl.ops.files import fsync_dir, sha256_file
 from coderctl.ops.journal import Journal, Outcome
 
 RULES: tuple[tuple[str, Callable[[datetime, int], str]], ...] = (
@@ -52,15 +53,26 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(entries: list[Entry], policy: Policy) -> list[Decision]:
-    """Decisions for complete backups (others are never touched), newest first."""
+def decide(entries: list[Entry], policy: Policy, intact: Callable[[Entry], bool] | None = None) -> list[Decision]:
+    """Decisions for complete backups (others are never touched), newest first.
+
+    `intact(entry)` checks a backup's file against its manifest's checksum; the newest verified backup that
+    passes it is protected. Without it the manifests' word is taken (the entries' own checksum state)."""
     if policy.empty:
         raise UsageError("no --keep-* option given: prune would remove every backup")
     backups = sorted((e for e in entries if e.complete and e.time is not None),
                      key=lambda e: e.time, reverse=True)  # type: ignore[arg-type, return-value]
     remaining = policy.counts()
     last_bucket: dict[str, str | None] = {name: None for name, _ in RULES}
-    newest_verified = next((e for e in backups if e.verified), None)
+    damaged: set[int] = set()
+    newest_verified = None
+    for e in backups:
+        if not e.verified:
+            continue
+        if intact is None or intact(e):
+            newest_verified = e
+            break
+        damaged.add(id(e))
     decisions: list[Decision] = []
     for index, entry in enumerate(backups):
         assert entry.time is not None
@@ -78,17 +90,33 @@ def decide(entries: list[Entry], policy: Policy) -> list[Decision]:
         if entry is newest_verified:
             d.keep = True
             d.reasons.append("newest verified backup")
+        elif id(entry) in damaged:
+            d.reasons.append(f"checksum {entry.checksum}: not protected as the newest verified backup")
         if not d.keep:
             d.reasons.append("no rule keeps it")
         decisions.append(d)
     return decisions
 
 
+def check_checksum(entry: Entry) -> bool:
+    """Hash the file and record the result in the entry (`ok`, `mismatch`, or `unreadable`)."""
+    assert entry.manifest is not None
+    try:
+        same = sha256_file(entry.path) == entry.manifest.sha256
+    except OSError as exc:
+        entry.checksum, entry.detail = "unreadable", exc.strerror or str(exc)
+        return False
+    entry.checksum = "ok" if same else "mismatch"
+    if not same:
+        entry.detail = "SHA-256 differs from the manifest"
+    return same
+
+
 def prune(directory: Path, policy: Policy, *, dry_run: bool, journal: Journal | None = None) -> Outcome:
     journal = journal or Journal()
     start = time.monotonic()
     entries = scan(directory, checksums=False)
-    decisions = decide(entries, policy)
+    decisions = decide(entries, policy, intact=check_checksum)
     removed: list[str] = []
     failed: list[str] = []
     for d in decisions:

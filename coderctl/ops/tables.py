@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
+from coderctl.database.messages import first_error
 from coderctl.ops import pod
 from coderctl.ops.journal import StepFailed
 
@@ -35,6 +36,32 @@ def count_direct(app: App, url: DatabaseURL, host: str, port: int) -> dict[str, 
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepFailed(app.redact(f"counting rows at {host}:{port}: {first}")) from None
     return {str(name): int(str(count)) for name, count in rows}
+
+
+# Any relation a restore could collide with or that holds data: tables, partitioned tables, views,
+# materialized views, sequences, foreign tables.
+RELATIONS_SQL = (
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+    "ORDER BY 1 LIMIT 4"
+)
+
+
+def user_relations(app: App, url: DatabaseURL) -> list[str]:
+    """Up to four relations (tables, views, sequences...) of the database; [] when it is empty."""
+    import psycopg
+
+    from coderctl.clients.postgres import connect
+
+    try:
+        with connect(url, timeout=app.timeout) as conn:
+            rows = conn.execute(RELATIONS_SQL).fetchall()
+    except psycopg.Error as exc:
+        first = first_error(str(exc), type(exc).__name__)
+        raise StepFailed(app.redact(f"cannot connect to {url.host}:{url.port}/{url.database}: {first}")) from None
+    return [str(row[0]) for row in rows]
 
 
 def differences(expected: dict[str, int], actual: dict[str, int]) -> list[str]:

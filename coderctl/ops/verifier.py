@@ -1,5 +1,7 @@
-"""Proving that a dump is whole: every block read back (`pg_restore -f -` for custom archives, since
-`pg_restore -l` passes on a truncated one), the end-of-dump marker seen, and row counts taken on the way.
+"""Proving that a dump is whole: every block read back and row counts taken on the way. Custom archives
+are parsed directly (coderctl.ops.archive: every TOC entry's data present, every zlib stream decompressed to
+its checksum; `pg_restore -l` would pass a truncated one); plain dumps are scanned for their COPY data and
+end-of-dump marker.
 
 The check runs on a stream: `backup create` reads the file back while pg_dump is still writing it
 (Follower), `backup verify` streams the finished file through the same check.
@@ -18,11 +20,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from coderctl.errors import CoderctlError
+from coderctl.database.messages import first_error
 from coderctl.ops import pgtools
+from coderctl.ops.archive import ArchiveError, ArchiveReader, Unsupported
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.scan import DumpFacts, SqlScanner
 
 PIPE_SIZE = 1 << 20
+METHOD_ARCHIVE = "archive read directly (every block decompressed, zlib checksums, COPY rows counted)"
+METHOD_PG_RESTORE = "pg_restore -f - (every block read)"
+METHOD_SQL = "SQL scan (COPY rows counted)"
+
 
 class VerifyFailed(CoderctlError):
     pass
@@ -44,19 +52,47 @@ def _lower_priority() -> None:
 
 
 class StreamCheck:
-    """Feed the dump's bytes in order; `finish()` returns its facts or raises VerifyFailed."""
+    """Feed the dump's bytes in order; `finish()` returns its facts or raises VerifyFailed.
+
+    Custom archives are read directly (ArchiveReader); only an archive it does not know (a newer archive
+    version, lz4 or zstd) goes through `pg_restore -f -` and the SQL scan instead, decided from the header,
+    before anything else is read. Plain dumps are scanned as SQL.
+    """
 
     def __init__(self, fmt: str, pg_restore: pgtools.Tool | None = None) -> None:
         self.fmt = fmt
         self.scanner = SqlScanner()
+        self.archive: ArchiveReader | None = ArchiveReader() if fmt == "custom" else None
+        self.method = METHOD_ARCHIVE if fmt == "custom" else METHOD_SQL
+        self._held = bytearray()
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._stderr: IO[bytes] | None = None
         self._error: BaseException | None = None
         self.pg_restore = pg_restore
-        if fmt == "custom":
-            self.pg_restore = pg_restore or pgtools.find("pg_restore", why="to read the archive back")
+
+    def _feed_archive(self, archive: ArchiveReader, data: bytes) -> None:
+        if archive.header_done:
+            archive.feed(data)
+            return
+        self._held += data
+        try:
+            archive.feed(data)
+        except Unsupported as exc:
+            self.archive = None
+            self.method = METHOD_PG_RESTORE
+            if self.pg_restore is None:
+                why = f"to read an archive with {exc}, which coderctl does not read itself"
+                try:
+                    self.pg_restore = pgtools.find("pg_restore", why=why)
+                except pgtools.ToolMissing as missing:
+                    raise VerifyFailed(str(missing)) from None
             self._start()
+            held, self._held = bytes(self._held), bytearray()
+            self._write(held)
+            return
+        if archive.header_done:
+            self._held = bytearray()
 
     def _start(self) -> None:
         assert self.pg_restore is not None
@@ -84,16 +120,29 @@ class StreamCheck:
             self._error = exc
 
     def feed(self, data: bytes) -> None:
-        if self._proc is None:
+        if self.archive is not None:
+            try:
+                self._feed_archive(self.archive, data)
+            except ArchiveError as exc:
+                raise VerifyFailed(f"the archive does not read back: {exc}") from None
+        elif self._proc is not None:
+            self._write(data)
+        else:
             self.scanner.feed(data)
-            return
-        assert self._proc.stdin is not None
+
+    def _write(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(data)
         except (BrokenPipeError, ValueError):
             raise VerifyFailed(self._failure("pg_restore stopped reading the archive")) from None
 
     def finish(self) -> DumpFacts:
+        if self.archive is not None:
+            try:
+                return self.archive.finish()
+            except ArchiveError as exc:
+                raise VerifyFailed(f"the archive does not read back: {exc}") from None
         if self._proc is not None:
             assert self._proc.stdin is not None and self._reader is not None
             with contextlib.suppress(BrokenPipeError):
@@ -121,9 +170,7 @@ class StreamCheck:
             if self._stderr is not None:
                 self._stderr.seek(0)
                 text = self._stderr.read(8192).decode("utf-8", "replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        reason = next((line for line in lines if "error" in line.lower()), lines[0] if lines else default)
-        return f"the archive does not read back: {reason.removeprefix('pg_restore: ')}"
+        return f"the archive does not read back: {first_error(text, default)}"
 
     def abort(self) -> None:
         """Stop the reader process (interrupted or failed operation)."""

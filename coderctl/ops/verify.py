@@ -9,7 +9,7 @@ from typing import Any
 
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
-from coderctl.errors import CoderctlError, ExitCode
+from coderctl.errors import CoderctlError, ExitCode, UsageError
 from coderctl.ops import manifest as mf
 from coderctl.ops import pgtools, tables
 from coderctl.ops.journal import Journal, Outcome, StepFailed
@@ -25,7 +25,10 @@ def verify(app: App, file: str | Path, restore_to: str | None = None, progress: 
     result: dict[str, Any] = {"file": str(path)}
     try:
         with interruptible():
-            result.update(_run(app, path, restore_to, journal, progress))
+            target = _empty_target(app, restore_to) if restore_to else None
+            result.update(_run(app, path, target, journal, progress))
+            if target is not None:
+                result["restored_to"] = app.redact(restore_to or "")
         code, message = ExitCode.OK, ""
     except CoderctlError as exc:
         code, message = exc.exit_code, app.redact(str(exc))
@@ -38,7 +41,21 @@ def verify(app: App, file: str | Path, restore_to: str | None = None, progress: 
     return Outcome(int(code), result, journal.steps, message)
 
 
-def _run(app: App, path: Path, restore_to: str | None, journal: Journal, progress: Any) -> dict[str, Any]:
+def _empty_target(app: App, restore_to: str) -> DatabaseURL:
+    """Refuse a --restore-to database that holds anything, before the backup is even read (a plain dump
+    starts with DROP statements, and a restore into a database in use proves nothing)."""
+    url = DatabaseURL.parse(restore_to)
+    app.redact.add(url.password, restore_to)
+    found = tables.user_relations(app, url)
+    if found:
+        more = ", ..." if len(found) > 3 else ""
+        raise UsageError(f"--restore-to database {url.database} at {url.host}:{url.port} is not empty "
+                         f"({', '.join(found[:3])}{more}): it must be an empty scratch database; nothing was "
+                         "read or restored")
+    return url
+
+
+def _run(app: App, path: Path, target: DatabaseURL | None, journal: Journal, progress: Any) -> dict[str, Any]:
     with journal.step("manifest") as step:
         record = mf.read(path)
         step.detail = f"{record.format} backup of {record.database} from {record.created_at} via {record.via}"
@@ -61,16 +78,13 @@ def _run(app: App, path: Path, restore_to: str | None, journal: Journal, progres
     out: dict[str, Any] = {"format": record.format, "database": record.database, "created_at": record.created_at,
                            "size": full.size, "sha256": full.sha256, "tables": len(full.facts.tables),
                            "rows": full.facts.rows}
-    if restore_to:
+    if target is not None:
         with journal.step("restore-to") as step:
-            step.detail = _restore_to(app, path, record, restore_to)
-        out["restored_to"] = app.redact(restore_to)
+            step.detail = _restore_to(app, path, record, target)
     return out
 
 
-def _restore_to(app: App, path: Path, record: mf.Manifest, target: str) -> str:
-    url = DatabaseURL.parse(target)
-    app.redact.add(url.password, target)
+def _restore_to(app: App, path: Path, record: mf.Manifest, url: DatabaseURL) -> str:
     env = pgtools.libpq_env(url, connect_timeout=app.timeout)
     reason = pgtools.restore_archive(str(path), record.format, database=url.database, env=env,
                                      flags=("--no-owner", "--no-privileges"),
