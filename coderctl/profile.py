@@ -1,8 +1,9 @@
 """The configuration model: fields, built-in defaults, loading from TOML profiles and the environment.
 
-Precedence is flag > environment > profile > built-in default. The built-in defaults are the reference
-deployment's names (see docs/configuration.md); every value remembers where it came from so that
-`config show` can say so.
+Precedence is flag > environment > profile > built-in default (and for the namespace, the kubeconfig
+context's namespace before the built-in default, as kubectl does; the CLI applies that). The built-in
+defaults are the reference deployment's names (see docs/configuration.md); every value remembers where it
+came from so that `config show` can say so.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ FIELDS: tuple[Field, ...] = (
     Field("kubeconfig", None, "kubeconfig file (else $KUBECONFIG, ~/.kube/config, in-cluster)", section="cluster",
           env="KUBECONFIG"),
     Field("context", None, "kubeconfig context", section="cluster"),
-    Field("namespace", "coder", "namespace of Coder and its PostgreSQL", section="cluster"),
+    Field("namespace", "coder", "namespace of Coder and its PostgreSQL (unset: the kubeconfig context's "
+          "namespace, else coder)", section="cluster"),
     Field("timeout", 5.0, "seconds allowed for each network operation", kind="float", section="cluster"),
     # names of the objects that make up the deployment
     Field("coder_deployment", "coder", "Coder Deployment"),
@@ -184,6 +186,8 @@ def read_config_file(path: Path | None) -> ConfigFile:
         return ConfigFile(path=None)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -201,6 +205,7 @@ def coerce(f: Field, raw: Any, origin: str) -> Any:
     """Turn a value from TOML, the environment or a flag into the field's type, or fail naming the origin."""
     if raw is None:
         return None
+    _require_utf8(f, raw, origin)
     try:
         if f.kind == "float":
             value = float(raw)
@@ -235,6 +240,18 @@ def coerce(f: Field, raw: Any, origin: str) -> Any:
         if f.choices:
             expected = " or ".join(f.choices)
         raise ConfigError(f"{origin}: {f.name} must be {expected}") from None
+
+
+def _require_utf8(f: Field, raw: Any, origin: str) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (argv, environment); refused here, naming
+    where they came from but never the value (it may be a secret)."""
+    items = raw if isinstance(raw, (list, tuple)) else [raw]
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"{origin}: {f.name} is not valid UTF-8") from None
 
 
 def load_settings(

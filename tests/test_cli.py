@@ -19,18 +19,21 @@ HEAVY = ("kubernetes", "psycopg", "dns", "websockets", "infisical_sdk", "urllib3
 
 
 def all_commands() -> list[tuple[str, ...]]:
+    """Every command path, the lazily loaded ones included."""
     from coderctl.cli import cli
 
     found: list[tuple[str, ...]] = []
 
-    def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
+    def walk(cmd: click.Command, ctx: click.Context, path: tuple[str, ...]) -> None:
         if path:
             found.append(path)
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                walk(sub, (*path, name))
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
+                walk(sub, click.Context(sub, parent=ctx, info_name=name), (*path, name))
 
-    walk(cli, ())
+    walk(cli, click.Context(cli, info_name="coderctl"), ())
     return found
 
 

@@ -149,8 +149,8 @@ def wildcard_pattern(app: App) -> str:
     try:
         raw = discovery.wildcard_url(app)
     except (KubeError, ConfigError) as exc:
-        raise Conclusion(skip("no wildcard URL configured (--wildcard-url, CODERCTL_WILDCARD_URL or wildcard_url "
-                              f"in the profile) and none discovered: {exc}")) from None
+        raise Conclusion(skip("no wildcard URL configured (CODERCTL_WILDCARD_URL, wildcard_url in the profile, or "
+                              f"coderctl probe http --wildcard-url) and none discovered: {exc}")) from None
     if not raw:
         problem = WILDCARD_URL_UNSET(
             "CODER_WILDCARD_ACCESS_URL is not set: workspace apps on subdomains cannot work "

@@ -15,7 +15,6 @@ import os
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -82,36 +81,35 @@ LEASES = Resource("coordination.k8s.io/v1", "leases")
 
 
 def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
+    """The client configuration from the kubeconfig files as kubectl merges them (see kubeconfig.py), else
+    in-cluster."""
+    from coderctl.clients.kubeconfig import read_kubeconfigs
+
+    found = read_kubeconfigs(kubeconfig)
+    if found is not None:
+        found.check_context(context)
     from kubernetes import config as kconfig
     from kubernetes.client import Configuration
     from kubernetes.config.config_exception import ConfigException
 
     cfg = Configuration()
-    paths = [p for p in (kubeconfig or os.environ.get("KUBECONFIG") or "").split(os.pathsep) if p]
-    if not paths:
-        default = Path("~/.kube/config").expanduser()
-        if default.is_file():
-            paths = [str(default)]
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if found is None:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
             try:
                 kconfig.load_incluster_config(client_configuration=cfg)
             except ConfigException as exc:
                 raise ConfigError(f"in-cluster configuration: {exc}") from None
             return cfg
-        else:
-            raise ConfigError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
-    missing = [p for p in paths if not Path(p).expanduser().is_file()]
-    if missing:
-        raise ConfigError(f"kubeconfig {missing[0]} does not exist")
+        raise ConfigError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
     try:
         kconfig.load_kube_config(
-            config_file=os.pathsep.join(paths), context=context, client_configuration=cfg, persist_config=False
+            config_file=found.shown, context=context, client_configuration=cfg, persist_config=False
         )
     except ConfigException as exc:
-        raise ConfigError(f"kubeconfig {os.pathsep.join(paths)}: {str(exc).strip().splitlines()[0]}") from None
-    except Exception as exc:  # malformed YAML and friends surface as assorted exceptions
+        raise ConfigError(f"kubeconfig {found.shown}: {str(exc).strip().splitlines()[0]}") from None
+    except Exception as exc:  # malformed entries surface as assorted exceptions
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"kubeconfig {os.pathsep.join(paths)} is not valid: {first}") from None
+        raise ConfigError(f"kubeconfig {found.shown} is not valid: {first}") from None
     return cfg
 
 

@@ -84,3 +84,23 @@ def test_every_field_has_help_and_a_known_section() -> None:
 
     for f in FIELDS:
         assert f.help and f.section in SECTIONS, f.name
+
+
+def test_values_that_are_not_utf8_are_config_errors_naming_the_origin(tmp_path: Path) -> None:
+    import os
+
+    bad = os.fsdecode(b"ns\xff")
+    with pytest.raises(ConfigError, match="environment CODERCTL_NAMESPACE: namespace is not valid UTF-8"):
+        load_settings(environ={"CODERCTL_NAMESPACE": bad})
+    with pytest.raises(ConfigError, match="--nameserver: nameserver is not valid UTF-8"):
+        override(load_settings(environ={}), {"nameserver": ("1.1.1.1", bad)})
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(b"# caf\xe9\n[profiles.default]\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(config=str(cfg), environ={})
+
+
+def test_namespace_help_names_the_kubeconfig_fallback() -> None:
+    from coderctl.profile import FIELDS_BY_NAME
+
+    assert "kubeconfig context" in FIELDS_BY_NAME["namespace"].help

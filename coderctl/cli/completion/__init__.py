@@ -12,7 +12,18 @@ def completion(shell: str) -> None:
     bash:  coderctl completion bash > /etc/bash_completion.d/coderctl
     zsh:   coderctl completion zsh > "${fpath[1]}/_coderctl"
     fish:  coderctl completion fish > ~/.config/fish/completions/coderctl.fish
+
+    Values are completed too: --only, --skip, --profile and --context.
     """
+    app = click.get_current_context().obj
+    if getattr(app, "output", "text") == "json":
+        from datetime import UTC, datetime
+
+        from coderctl import render
+
+        render.print_json(render.envelope("completion", datetime.now(UTC), 0.0, shell=shell,
+                                          script=completion_script(shell)))
+        return
     click.echo(completion_script(shell), nl=False)
 
 

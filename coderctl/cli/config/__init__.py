@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import click
 
 from coderctl.context import App
-from datetime import UTC
 
 
 @click.group()
@@ -85,14 +85,23 @@ def _discover(app: App) -> list[str]:
               help="where to write [default: $XDG_CONFIG_HOME/coderctl/config.toml]")
 @click.option("--profile-name", default="default", show_default=True, help="name of the profile to write")
 @click.option("--force", is_flag=True, help="overwrite an existing file")
-def init(path: Path | None, profile_name: str, force: bool) -> None:
+@click.pass_obj
+def init(app: App, path: Path | None, profile_name: str, force: bool) -> None:
     """Write a commented configuration file with the reference deployment's values."""
     import os
+    import time
+    from datetime import datetime
 
+    from coderctl import render
     from coderctl.config_file import write_template
 
+    started_at, start = datetime.now(UTC), time.monotonic()
     if path is None:
         base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
         path = base / "coderctl" / "config.toml"
     write_template(path, profile=profile_name, force=force)
-    click.echo(f"wrote {path}")
+    if app.output == "json":
+        render.print_json(render.envelope("config init", started_at, time.monotonic() - start, path=str(path),
+                                          profile=profile_name))
+    else:
+        click.echo(f"wrote {path}")
