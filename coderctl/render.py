@@ -6,10 +6,13 @@ import json
 import sys
 from collections import Counter
 from datetime import datetime, UTC
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from coderctl import __version__
 from coderctl.checks.base import CATEGORIES, CheckResult, Status
+
+if TYPE_CHECKING:
+    from coderctl.doctor.model import Finding
 
 MARKS = {
     Status.OK: ("✓", "green"),
@@ -221,3 +224,46 @@ class TransferProgress:
     @property
     def callback(self) -> Any:
         return self.update if self._progress is not None else None
+
+
+# -- doctor: findings first, then a compact count of the checks ---------------------------------------------
+
+FINDING_MARKS = {"critical": ("✗", "bold red"), "fail": ("✗", "red"), "error": ("E", "magenta"),
+                 "warn": ("!", "yellow")}
+
+
+def print_findings(findings: list[Finding], results: list[CheckResult], duration_s: float, *, color: bool,
+                   verbose: int = 0, stream: IO[str] | None = None) -> None:
+    """Each finding: severity, code and title; why (the chain), one line of evidence (all with -v), the fix
+    lines, and the checks folded under it. Then one line counting the checks."""
+    from rich.markup import escape
+
+    con = console(color=color, stream=stream)
+    fancy = con.is_terminal and color
+    for f in findings:
+        mark, style = FINDING_MARKS.get(f.severity, ("?", "bold"))
+        head = f"{f.severity.upper()} {f.code}"
+        if fancy:
+            con.print(f"[{style}]{mark} {head}[/{style}]  [bold]{escape(f.title)}[/bold]")
+        else:
+            con.print(f"{mark} {head}  {f.title}", markup=False)
+        if f.chain:
+            con.print(f"    why: {f.chain}", markup=False)
+        for line in f.evidence if verbose else f.evidence[:1]:
+            con.print(f"    evidence: {line}", markup=False)
+        if not verbose and len(f.evidence) > 1:
+            con.print(f"    ({len(f.evidence) - 1} more evidence lines with -v)", markup=False)
+        for i, line in enumerate(f.fix):
+            con.print(f"    {'fix: ' if i == 0 else '     '}{line}", markup=False)
+        involved = [*f.checks, *f.consequences]
+        if f.consequences:
+            con.print(f"    explains: {', '.join(f.consequences)}", markup=False)
+        elif involved and verbose:
+            con.print(f"    checks: {', '.join(involved)}", markup=False)
+        con.print("")
+    if not findings:
+        con.print("[green]✓ no problems found[/green]" if fancy else "no problems found", markup=fancy)
+    counts = summary(results)
+    parts = [f"{counts[s.value]} {s.value}" for s in Status]
+    con.print(f"checks: {', '.join(parts)}; {len(findings)} finding{'s' if len(findings) != 1 else ''} "
+              f"in {duration_s:.2f}s", markup=False)

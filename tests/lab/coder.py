@@ -15,7 +15,11 @@ It speaks the parts of Coder that coderctl probes, on the wire as the real serve
 - Hosts under the wildcard app domain get an app-style 404 page (still with the version header).
 
 The server runs its own asyncio loop in a daemon thread; ``mode`` switches between ``normal``, ``hang``
-(accept TCP, never answer) and ``down`` (listener closed, open connections reset) at runtime.
+(accept TCP, never answer), ``down`` (listener closed, open connections reset) and ``unavailable`` (every
+request gets the 503 page ingress-nginx serves when the Service has no ready endpoints, without Coder's
+headers: what clients see through the ingress while Coder crash-loops) at runtime.
+- ``/api/v2/debug/health``: coderd's health report (codersdk/healthsdk ``HealthcheckReport``) behind API key
+  auth; ``health_problems`` (section -> list of ``(code, message)``) turns sections to warning or error.
 """
 
 from __future__ import annotations
@@ -45,12 +49,18 @@ from websockets.typing import Subprotocol
 
 from lab import derp_frames as df
 
-Mode = Literal["normal", "hang", "down"]
+Mode = Literal["normal", "hang", "down", "unavailable"]
 _FrameCallback = Callable[[Opcode, bytes, bool], None]
-MODES: tuple[Mode, ...] = ("normal", "hang", "down")
+MODES: tuple[Mode, ...] = ("normal", "hang", "down", "unavailable")
 
 DEFAULT_VERSION = "v2.25.0+abcdef1"
 DEFAULT_SESSION_TOKEN = "CoDeRlAb01-S3cr3tS3cr3tS3cr3tS3cr"
+NO_ENDPOINTS_PAGE = (
+    "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n"
+    "<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+HEALTH_SECTIONS = ("access_url", "database", "websocket", "derp", "workspace_proxy", "provisioner_daemons")
 SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
 MAX_HEAD = 64 << 10
 
@@ -253,6 +263,7 @@ class FakeCoder:
         self.client_infos: list[dict[str, object]] = []
         self.errors: list[Exception] = []
         self._mode: Mode = "normal"
+        self.health_problems: dict[str, list[tuple[str, str]]] = {}
         self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -353,6 +364,35 @@ class FakeCoder:
             "webpush_public_key": "",
         }
 
+    def health_report(self) -> dict[str, object]:
+        """The body of ``GET /api/v2/debug/health``: every section ``ok`` unless ``health_problems`` names it.
+
+        A problem whose code starts a section's error list makes the section ``error`` with ``error`` set to
+        ``"CODE: message"`` (as coderd's ``health.Message.String()``); codes ending in a warning make it
+        ``warning`` with ``warnings[{code, message}]``. Which is which follows Coder's docs: EDB02, EDERP01,
+        EPD01-03 and EWP04 are warnings, the rest errors.
+        """
+        warning_codes = {"EDB02", "EDERP01", "EPD01", "EPD02", "EPD03", "EWP04", "EACS04"}
+        now = formatdate(usegmt=True)
+        report: dict[str, object] = {"time": now, "healthy": True, "severity": "ok",
+                                     "coder_version": self.version}
+        worst = "ok"
+        for section in HEALTH_SECTIONS:
+            problems = self.health_problems.get(section, [])
+            warnings = [{"code": c, "message": m} for c, m in problems if c in warning_codes]
+            errors = [f"{c}: {m}" for c, m in problems if c not in warning_codes]
+            severity = "error" if errors else "warning" if warnings else "ok"
+            body: dict[str, object] = {"severity": severity, "warnings": warnings, "dismissed": False,
+                                       "healthy": severity != "error"}
+            if errors:
+                body["error"] = errors[0]
+            report[section] = body
+            if severity == "error" or (severity == "warning" and worst == "ok"):
+                worst = severity
+        report["severity"] = worst
+        report["healthy"] = worst != "error"
+        return report
+
     # ---- lifecycle (server thread) ----------------------------------------------------------------
 
     async def _set_mode(self, mode: Mode, *, initial: bool = False) -> None:
@@ -429,6 +469,10 @@ class FakeCoder:
         self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; False when the connection is finished (upgraded or closing)."""
+        if self._mode == "unavailable":
+            writer.write(_no_endpoints_response(close=request.wants_close()))
+            await writer.drain()
+            return not request.wants_close()
         if self._is_app_host(request.header("host")):
             self.counters.app_requests += 1
             return await self._send(writer, request, *self._app_not_found())
@@ -437,6 +481,12 @@ class FakeCoder:
             return await self._derp(request, reader, writer)
         if path == "/api/v2/debug/ws":
             return await self._debug_ws(request, reader, writer)
+        if path == "/api/v2/debug/health":
+            detail = self._auth_error(request)
+            if detail is not None:
+                self.counters.unauthorized += 1
+                return await self._send(writer, request, 401, _json({"message": SIGNED_OUT, "detail": detail}))
+            return await self._send(writer, request, 200, _json(self.health_report()))
         routes: dict[str, tuple[int, bytes, str]] = {
             "/healthz": (200, b"OK", "text/plain; charset=utf-8"),
             "/api/v2/buildinfo": (200, _json(self.buildinfo()), "application/json"),
@@ -757,6 +807,14 @@ def _strip_port(host: str) -> str:
 
 def _json(value: object) -> bytes:
     return json.dumps(value).encode()
+
+
+def _no_endpoints_response(*, close: bool) -> bytes:
+    body = NO_ENDPOINTS_PAGE.encode()
+    head = ("HTTP/1.1 503 Service Temporarily Unavailable\r\n"
+            f"Date: {formatdate(usegmt=True)}\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n")
+    return head.encode("latin-1") + body
 
 
 # ---- fixtures -------------------------------------------------------------------------------------
