@@ -282,10 +282,10 @@ def test_usage_errors_and_log_lines_are_redacted(monkeypatch: pytest.MonkeyPatch
 
 
 def test_secret_settings_are_registered_with_the_run_redactor(monkeypatch: pytest.MonkeyPatch) -> None:
-    from coderctl.cli import cli
+    from coderctl.cli import Run, cli
 
     monkeypatch.setenv("INFISICAL_TOKEN", "zq")
     monkeypatch.setenv("CODERCTL_CONFIG", "")
-    redactor = Redactor()
-    cli.main(args=["completion", "bash"], prog_name="coderctl", standalone_mode=False, obj=redactor)
-    assert redactor("token zq end") == f"token {MASK} end"
+    run = Run()
+    cli.main(args=["completion", "bash"], prog_name="coderctl", standalone_mode=False, obj=run)
+    assert run.redactor()("token zq end") == f"token {MASK} end"
