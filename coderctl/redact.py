@@ -238,8 +238,8 @@ def _mask_key_values(text: str) -> str:
         if value is None:
             continue
         literal = value.group()
-        if p.placeholder.fullmatch(literal.strip("\"'")):
-            continue
+        if p.placeholder.fullmatch(literal.strip("\"'")) or (not equals and literal.rstrip() in ("{", "[")):
+            continue  # a placeholder, or a nested object whose own keys are looked at one by one
         out.append(text[pos:value.start()] + _masked_literal(literal))
         pos = search = value.end()
     out.append(text[pos:])

@@ -289,3 +289,12 @@ def test_secret_settings_are_registered_with_the_run_redactor(monkeypatch: pytes
     run = Run()
     cli.main(args=["completion", "bash"], prog_name="coderctl", standalone_mode=False, obj=run)
     assert run.redactor()("token zq end") == f"token {MASK} end"
+
+
+def test_a_nested_object_under_a_secret_looking_key_keeps_the_json_valid() -> None:
+    import json
+
+    text = json.dumps({"serviceToken": {"secretsScope": [{"env": "prod"}], "token": "abcdefgh1234"}}, indent=1)
+    out = Redactor()(text)
+    assert json.loads(out)["serviceToken"]["token"] == MASK
+    assert "abcdefgh1234" not in out
