@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from coderctl.profile import Settings
@@ -22,6 +24,9 @@ class App:
     debug: bool = False
     color: bool = True
     redact: Redactor = field(default_factory=Redactor)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
+    """When the command started (wall clock for the envelope, monotonic for its duration)."""
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _kube: KubeClient | None = None
     _http: HttpClient | None = None

@@ -12,6 +12,7 @@ from coderctl import __version__
 from coderctl.checks.base import CATEGORIES, CheckResult, Status
 
 if TYPE_CHECKING:
+    from coderctl.context import App
     from coderctl.doctor.model import Finding
 
 MARKS = {
@@ -36,6 +37,20 @@ def envelope(command: str, started_at: datetime, duration_s: float, **body: Any)
         "duration_s": round(duration_s, 3),
         **body,
     }
+
+
+def document(app: App, command: str, **body: Any) -> dict[str, Any]:
+    """The JSON envelope of a command's result: the one builder every command uses. Its body passes the
+    run's redactor as data, and its duration runs from the command's start."""
+    import time
+
+    redacted = app.redact.deep(body)
+    assert isinstance(redacted, dict)
+    return envelope(command, app.started_at, time.monotonic() - app.started, **redacted)
+
+
+def emit(app: App, command: str, **body: Any) -> None:
+    print_json(document(app, command, **body))
 
 
 def print_json(document: dict[str, Any], stream: IO[str] | None = None) -> None:

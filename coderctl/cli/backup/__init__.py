@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,23 +52,17 @@ def _dir(app: App, given: Path | None) -> Path:
     return given or (Path(app.settings.backup_dir).expanduser() if app.settings.backup_dir else default_dir())
 
 
-def _report(app: App, command: str, outcome: Any, started_at: datetime, start: float, summary: list[str]) -> int:
+def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
     from coderctl import render
 
     if app.output == "json":
-        render.print_json(render.envelope(command, started_at, time.monotonic() - start,
-                                          result=app.redact.deep(outcome.result),
-                                          steps=app.redact.deep([s.as_dict() for s in outcome.steps])))
+        render.emit(app, command, result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
     else:
         render.print_steps([s.as_dict() for s in outcome.steps], color=app.color,
                            summary=[app.redact(line) for line in summary] if outcome.ok else [])
     if not outcome.ok:
         click.echo(app.redact(f"coderctl: error: {outcome.message}"), err=True)
     return int(outcome.code)
-
-
-def _now() -> tuple[datetime, float]:
-    return datetime.now(UTC), time.monotonic()
 
 
 @backup.command()
@@ -98,7 +90,6 @@ def create(app: App, via: str, output_dir: Path | None, fmt: str, compress: int,
     from coderctl.ops.backup import CreateOptions
     from coderctl.ops.backup import create as run
 
-    started_at, start = _now()
     opts = CreateOptions(output_dir=_dir(app, output_dir), via=via, fmt=fmt, compress=compress,
                          verify=not no_verify,
                          metrics_file=metrics_file, db_address=app.settings.db_address)
@@ -108,7 +99,7 @@ def create(app: App, via: str, output_dir: Path | None, fmt: str, compress: int,
     summary = [(f"backup {r.get('file')}: {render.human_bytes(r.get('size'))}, "
                 f"{'verified' if r.get('verified') else 'NOT verified'}, {r.get('tables')} tables, "
                 f"{r.get('rows')} rows, in {r.get('duration_s', 0):.1f}s")]
-    return _report(app, "backup create", outcome, started_at, start, summary)
+    return _report(app, "backup create", outcome, summary)
 
 
 @backup.command("verify")
@@ -122,7 +113,6 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
     from coderctl.ops import manifest as mf
     from coderctl.ops.verify import verify
 
-    started_at, start = _now()
     if restore_to:
         app.redact.add(restore_to)
     path = mf.backup_file(file)
@@ -131,7 +121,7 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
     r = outcome.result
     summary = [f"{r.get('file')}: intact, {r.get('tables')} tables, {r.get('rows')} rows"
                + (", restored and counted" if restore_to else "")]
-    return _report(app, "backup verify", outcome, started_at, start, summary)
+    return _report(app, "backup verify", outcome, summary)
 
 
 @backup.command("list")
@@ -144,14 +134,12 @@ def list_cmd(app: App, directory: Path | None, quick: bool) -> int:
     from coderctl.ops import manifest as mf
     from coderctl.ops.catalog import scan
 
-    started_at, start = _now()
     where = _dir(app, directory)
     entries = scan(where, checksums=not quick) if directory or where.is_dir() else []
     now = mf.now_utc()
     bad = [e for e in entries if e.checksum not in ("ok", "unchecked")]
     if app.output == "json":
-        render.print_json(render.envelope("backup list", started_at, time.monotonic() - start, directory=str(where),
-                                          backups=[_entry_json(e) for e in entries]))
+        render.emit(app, "backup list", directory=str(where), backups=[_entry_json(e) for e in entries])
     else:
         rows = [[e.name, render.human_age((now - e.time).total_seconds() if e.time else None),
                  render.human_bytes(e.size), e.manifest.via if e.manifest else "-",
@@ -189,12 +177,10 @@ def prune(app: App, directory: Path | None, keep_last: int, keep_daily: int, kee
     from coderctl.ops.retention import Policy
     from coderctl.ops.retention import prune as run
 
-    started_at, start = _now()
     where = _dir(app, directory)
     outcome = run(where, Policy(keep_last, keep_daily, keep_weekly, keep_monthly), dry_run=dry_run)
     if app.output == "json":
-        render.print_json(render.envelope("backup prune", started_at, time.monotonic() - start,
-                                          result=outcome.result, steps=[s.as_dict() for s in outcome.steps]))
+        render.emit(app, "backup prune", result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
     else:
         rows = [[b["file"], b["action"], ", ".join(b["reasons"])] for b in outcome.result["backups"]]
         render.print_table(["NAME", "ACTION", "WHY"], rows, color=app.color, empty=f"no backups in {where}")
@@ -238,9 +224,8 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
     if len(chosen) != 1:
         raise UsageError("backup restore: give exactly one of FILE, --list, --resume ID, --rollback ID"
                          + (f" (got {', '.join(chosen)})" if chosen else ""))
-    started_at, start = _now()
     if list_:
-        return _list_operations(app, "backup restore", started_at, start)
+        return _list_operations(app, "backup restore")
     if not yes and not rollback and not sys.stdin.isatty():
         raise UsageError("restore replaces the database: pass --yes to run it without a terminal")
 
@@ -254,7 +239,7 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
 
     if rollback:
         outcome = ops.rollback(app, rollback)
-        return _report(app, "backup restore", outcome, started_at, start, [f"restore {rollback} rolled back"])
+        return _report(app, "backup restore", outcome, [f"restore {rollback} rolled back"])
     if resume:
         outcome = ops.resume(app, resume, confirm)
     else:
@@ -267,18 +252,17 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
     r = outcome.result
     summary = [(f"restored {Path(r['file']).name} into {r.get('target')}: {r.get('tables')} tables, row counts "
                 f"match; Coder back to {r.get('replicas')} replica(s)")]
-    return _report(app, "backup restore", outcome, started_at, start, summary)
+    return _report(app, "backup restore", outcome, summary)
 
 
-def _list_operations(app: App, command: str, started_at: datetime, start: float) -> int:
+def _list_operations(app: App, command: str) -> int:
     from coderctl import render
     from coderctl.ops.operation import overview
     from coderctl.ops.restore import KIND
 
     rows = overview(app, KIND)
     if app.output == "json":
-        render.print_json(render.envelope(command, started_at, time.monotonic() - start,
-                                          result=app.redact.deep({"operations": rows}), steps=[]))
+        render.emit(app, command, result={"operations": rows}, steps=[])
     else:
         render.print_table(["ID", "STATE", "STEP", "HOLDER", "STARTED"],
                            [[r["id"], r["state"], r["step"], r["holder"], r["started_at"]] for r in rows],

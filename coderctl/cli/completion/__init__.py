@@ -16,13 +16,10 @@ def completion(shell: str) -> None:
     Values are completed too: --only, --skip, --profile and --context.
     """
     app = click.get_current_context().obj
-    if getattr(app, "output", "text") == "json":
-        from datetime import UTC, datetime
-
+    if app.output == "json":
         from coderctl import render
 
-        render.print_json(render.envelope("completion", datetime.now(UTC), 0.0, shell=shell,
-                                          script=completion_script(shell)))
+        render.emit(app, "completion", shell=shell, script=completion_script(shell))
         return
     click.echo(completion_script(shell), nl=False)
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC
 from pathlib import Path
 
 import click
@@ -18,22 +17,19 @@ def config() -> None:
 @click.pass_obj
 def show(app: App, discover: bool) -> int:
     """Print the effective configuration and where each value came from; secrets are masked."""
-    import time
-    from datetime import datetime
 
     from coderctl import render
     from coderctl.config_file import effective
 
-    started_at, start = datetime.now(UTC), time.monotonic()
     problems: list[str] = []
     if discover:
         problems = _discover(app)
     rows = effective(app.settings)
     if app.output == "json":
-        render.print_json(render.envelope(
-            "config show", started_at, time.monotonic() - start, profile=app.settings.profile,
+        render.emit(
+            app, "config show", profile=app.settings.profile,
             config_file=str(app.settings.config_path) if app.settings.config_path else None,
-            values={r["key"]: {"value": r["value"], "source": r["source"]} for r in rows}, problems=problems))
+            values={r["key"]: {"value": r["value"], "source": r["source"]} for r in rows}, problems=problems)
         return 0
     where = app.settings.config_path or "none found"
     click.echo(f"profile: {app.settings.profile}    config file: {where}")
@@ -89,19 +85,15 @@ def _discover(app: App) -> list[str]:
 def init(app: App, path: Path | None, profile_name: str, force: bool) -> None:
     """Write a commented configuration file with the reference deployment's values."""
     import os
-    import time
-    from datetime import datetime
 
     from coderctl import render
     from coderctl.config_file import write_template
 
-    started_at, start = datetime.now(UTC), time.monotonic()
     if path is None:
         base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
         path = base / "coderctl" / "config.toml"
     write_template(path, profile=profile_name, force=force)
     if app.output == "json":
-        render.print_json(render.envelope("config init", started_at, time.monotonic() - start, path=str(path),
-                                          profile=profile_name))
+        render.emit(app, "config init", path=str(path), profile=profile_name)
     else:
         click.echo(f"wrote {path}")
