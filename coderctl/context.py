@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from coderctl.concurrent import Memo
 from coderctl.profile import Settings
 from coderctl.redact import Redactor
 
@@ -30,7 +31,7 @@ class App:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _kube: KubeClient | None = None
     _http: HttpClient | None = None
-    _cache: dict[str, Any] = field(default_factory=dict)
+    _cache: Memo = field(default_factory=Memo)
 
     @property
     def timeout(self) -> float:
@@ -65,15 +66,4 @@ class App:
     def cached(self, key: str, compute: Any) -> Any:
         """Compute a value once per run, even when several checks ask at once; a failure is remembered too,
         so concurrent checks do not each wait for the same timeout."""
-        with self._lock:
-            lock = self._cache.setdefault(f"lock:{key}", threading.Lock())
-        with lock:
-            if key not in self._cache:
-                try:
-                    self._cache[key] = (True, compute())
-                except Exception as exc:
-                    self._cache[key] = (False, exc)
-            good, value = self._cache[key]
-        if not good:
-            raise value
-        return value
+        return self._cache.get(key, compute)

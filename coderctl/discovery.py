@@ -1,19 +1,19 @@
 """What the cluster tells about the deployment: its Coder Deployment, URLs and database URL.
 
-Each value is read once per run (App.cached) and an explicitly configured value always wins.
+The objects come from the run's snapshot (coderctl.snapshot), read once; an explicitly configured value
+always wins.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
 from coderctl.clients.infisical import InfisicalAuth, InfisicalClient
-from coderctl.clients.kube import DEPLOYMENTS, SECRETS
 from coderctl.context import App
 from coderctl.errors import CoderctlError
 from coderctl.profile import FIELDS_BY_NAME
+from coderctl.snapshot import snapshot
 
 
 class DiscoveryError(CoderctlError):
@@ -21,8 +21,7 @@ class DiscoveryError(CoderctlError):
 
 
 def coder_deployment(app: App) -> dict[str, Any]:
-    s = app.settings
-    return app.cached("coder-deployment", lambda: app.kube().get(DEPLOYMENTS, s.coder_deployment, app.namespace))  # type: ignore[no-any-return]
+    return snapshot(app).coder_deployment
 
 
 def container(pod_spec: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -61,20 +60,7 @@ def wildcard_url(app: App) -> str | None:
 
 def secret_data(app: App, name: str, namespace: str | None = None) -> dict[str, str]:
     """A Secret's decoded data; every value is registered with the redactor before anyone sees it."""
-    ns = namespace or app.namespace
-
-    def read() -> dict[str, str]:
-        secret = app.kube().get(SECRETS, name, ns)
-        decoded: dict[str, str] = {}
-        for key, value in (secret.get("data") or {}).items():
-            try:
-                decoded[key] = base64.b64decode(value).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                decoded[key] = ""
-            app.redact.add(decoded[key])
-        return decoded
-
-    return app.cached(f"secret:{ns}/{name}", read)  # type: ignore[no-any-return]
+    return snapshot(app).secret_data(name, namespace)
 
 
 def database_url(app: App) -> str:
@@ -112,11 +98,8 @@ class InfisicalTarget:
 
 def infisical_target(app: App) -> InfisicalTarget:
     """The InfisicalSecret's hostAPI, secretsScope and token reference; configured values win."""
-    from coderctl.clients.kube import INFISICALSECRETS
-
     s = app.settings
-    obj = app.cached("infisicalsecret-raw",
-                     lambda: app.kube().get(INFISICALSECRETS, s.infisical_secret, app.namespace))
+    obj = snapshot(app).infisical_secret_object
     spec = obj.get("spec") or {}
     auth = spec.get("authentication") or {}
     token = (auth.get("serviceToken") or {})

@@ -7,9 +7,12 @@ from typing import Any
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, found, ok
 from coderctl.checks.errors import outcome_for
-from coderctl.checks.kubefacts import conditions, image_tag
-from coderctl.clients.kube import PODS, KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
+from coderctl.clients.kube import KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.kube import conditions, match_labels_selector
+from coderctl.facts.pods import PodTrouble, pod_problem, pod_trouble
+from coderctl.facts.versions import image_tag, same_version
 from coderctl.problems import Code, Problem, code
 
 LOG_LINES = 5
@@ -118,11 +121,6 @@ def cluster_reachable(app: App) -> Outcome:
     return ok(f"Kubernetes {git} at {kube.host}", server=kube.host, version=git)
 
 
-def _same_version(tag: str, expected: str) -> bool:
-    norm = lambda v: v.lstrip("v").split("+", 1)[0]  # noqa: E731
-    return norm(tag) == norm(expected)
-
-
 def _deployment_missing(app: App) -> Problem:
     name = app.settings.coder_deployment
     return COD_DEPLOYMENT_MISSING(
@@ -174,7 +172,7 @@ def coder_deployment(app: App) -> Outcome:
                  f"kubectl -n {ns} describe deployment/{name}"])], "", **data)
     expected = str(app.settings.expected_coder_version or "")
     tag = image_tag(image) if image else ""
-    if expected and tag and not _same_version(tag, expected):
+    if expected and tag and not same_version(tag, expected):
         return found([COD_VERSION_UNEXPECTED(
             f"{available}/{desired} available, but the image is {image}, expected {expected}",
             evidence=[f"Deployment {ns}/{name} container {app.settings.coder_container} image: {image}",
@@ -182,37 +180,6 @@ def coder_deployment(app: App) -> Outcome:
             fix=[f"set expected_coder_version = \"{tag}\" in the profile if the upgrade was intended",
                  f"else pin the image tag {expected} in the Coder HelmRelease values"])], "", **data)
     return ok(f"{available}/{desired} replicas available, image {image}", **data)
-
-
-def _pod_problem(pod: dict[str, Any], container: str) -> tuple[str | None, dict[str, Any]]:
-    """Why a pod is not running and ready, or None; plus facts about its container."""
-    status = pod.get("status") or {}
-    phase = status.get("phase", "Unknown")
-    statuses = status.get("containerStatuses") or []
-    cs = next((s for s in statuses if s.get("name") == container), statuses[0] if statuses else None)
-    facts: dict[str, Any] = {"phase": phase, "restarts": int((cs or {}).get("restartCount") or 0)}
-    if cs is None:
-        reason = next((c.get("reason") or c.get("message") for c in status.get("conditions") or []
-                       if c.get("status") == "False" and (c.get("reason") or c.get("message"))), None)
-        return f"{phase}" + (f" ({reason})" if reason else ""), facts
-    state, last = cs.get("state") or {}, (cs.get("lastState") or {}).get("terminated")
-    parts: list[str] = []
-    if "waiting" in state:
-        waiting = state["waiting"]
-        facts["waiting"] = waiting.get("reason")
-        parts.append(waiting.get("reason") or "Waiting")
-        if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName") and waiting.get("message"):
-            parts.append(waiting["message"])
-    elif "terminated" in state:
-        term = state["terminated"]
-        parts.append(f"terminated: {term.get('reason', 'Error')} (exit code {term.get('exitCode')})")
-    if last:
-        facts["last_reason"] = last.get("reason")
-        facts["last_exit_code"] = last.get("exitCode")
-        parts.append(f"last terminated: {last.get('reason', 'Error')} (exit code {last.get('exitCode')})")
-    if not parts and (phase != "Running" or not cs.get("ready")):
-        parts.append(f"{phase}, not ready")
-    return ("; ".join(parts) if parts and (not cs.get("ready") or "waiting" in state) else None), facts
 
 
 def _last_log_lines(app: App, pod: str, container: str, previous: bool) -> list[str]:
@@ -236,13 +203,11 @@ def coder_pods(app: App) -> Outcome:
                                              fix=missing.fix)], "")
     except KubeForbidden as exc:
         return forbidden(exc)
-    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    selector = match_labels_selector(dep)
     try:
-        pods = app.kube().list(PODS, app.namespace, label_selector=selector or None)
+        pods = snapshot(app).coder_pods
     except KubeForbidden as exc:
         return forbidden(exc)
-    pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     if not pods:
         desired = int((dep.get("spec") or {}).get("replicas", 1))
         return found([POD_NONE(
@@ -257,7 +222,7 @@ def coder_pods(app: App) -> Outcome:
     logs: dict[str, list[str]] = {}
     for pod in pods:
         name = pod["metadata"]["name"]
-        problem, facts = _pod_problem(pod, s.coder_container)
+        problem, facts = pod_problem(pod, s.coder_container)
         per_pod[name] = facts
         if problem:
             lines = _last_log_lines(app, name, s.coder_container, previous="last_reason" in facts)
@@ -284,21 +249,14 @@ def coder_pods(app: App) -> Outcome:
     return ok(f"{len(pods)} pod(s) running and ready: {', '.join(sorted(per_pod))}", **data)
 
 
-def _pod_code(facts: dict[str, Any]) -> Code:
-    reasons = {facts.get("last_reason"), facts.get("waiting")}
-    if "OOMKilled" in reasons:
-        return POD_OOMKILLED
-    if reasons & {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}:
-        return POD_IMAGE_PULL
-    if "CrashLoopBackOff" in reasons:
-        return POD_CRASHLOOP
-    return POD_NOT_READY
+_TROUBLE_CODES: dict[PodTrouble, Code] = {
+    "oomkilled": POD_OOMKILLED, "image-pull": POD_IMAGE_PULL, "crashloop": POD_CRASHLOOP, "not-ready": POD_NOT_READY}
 
 
 def _pod_not_running(app: App, name: str, problem: str, facts: dict[str, Any], lines: list[str]) -> Problem:
     s = app.settings
     ns = app.namespace
-    kind = _pod_code(facts)
+    kind = _TROUBLE_CODES[pod_trouble(facts)]
     evidence = [f"Pod {ns}/{name} phase {facts['phase']}, container {s.coder_container}: {problem}",
                 f"Pod {ns}/{name} container {s.coder_container} restartCount: {facts['restarts']}"]
     evidence += [f"log of {name}: {line}" for line in lines]

@@ -7,9 +7,11 @@ from urllib.parse import urlsplit
 
 from coderctl import discovery
 from coderctl.checks.base import Outcome, SkipCheck, check, found, ok
-from coderctl.checks.kubefacts import host_matches, quantity
-from coderctl.clients.kube import INGRESSES, KubeNotFound
+from coderctl.clients.kube import KubeNotFound
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.hosts import host_matches, host_under, url_host
+from coderctl.facts.kube import quantity
 from coderctl.problems import Problem, code
 
 _SC_FIX = ("set coder.securityContext in the HelmRelease values: runAsNonRoot: true, runAsUser: 1000, "
@@ -184,7 +186,7 @@ def resources(app: App) -> Outcome:
 def _ingress_hosts(app: App) -> list[tuple[str, str]]:
     """(rule host, ingress name) for every Ingress rule in the namespace."""
     hosts = []
-    for ing in app.kube().list(INGRESSES, app.namespace):
+    for ing in snapshot(app).ingresses:
         for rule in (ing.get("spec") or {}).get("rules") or []:
             if rule.get("host"):
                 hosts.append((str(rule["host"]), str(ing["metadata"]["name"])))
@@ -233,8 +235,8 @@ def coder_env(app: App) -> Outcome:
             evidence=[f"{where} env CODER_WILDCARD_ACCESS_URL: unset"],
             fix=[f"set CODER_WILDCARD_ACCESS_URL, e.g. *.xuperson.org, in {release}"]))
     else:
-        pattern = wildcard.split("://", 1)[-1].split(":", 1)[0].split("/", 1)[0]
-        probe = "coderctl-probe." + pattern[2:] if pattern.startswith("*.") else pattern
+        pattern = url_host(wildcard)
+        probe = host_under(pattern, "coderctl-probe")
         if not any(host_matches(h, probe) for h, _ in hosts if h.startswith("*.")):
             problems.append(COD_WILDCARD_NO_INGRESS(
                 f"no wildcard Ingress covers {pattern}",

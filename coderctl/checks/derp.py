@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from coderctl.clients.http import Response, describe_error
 from coderctl.clients.latency import timed_gets
 from coderctl.clients.upgrade import UpgradeRefused
 from coderctl.clients.websocket import HandshakeError
+from coderctl.concurrent import fan_out
 from coderctl.context import App
 from coderctl.problems import Problem, code
 from coderctl.protocols import derp as codec
@@ -293,17 +293,9 @@ def plain_get(app: App, url: str) -> Response | str:
 
 def working_transport(app: App, url: str) -> Transport | None:
     """Upgrade: DERP when it works, else WebSocket when that does (both attempts run concurrently)."""
-    results: dict[str, Attempt] = {}
-    threads = [threading.Thread(target=lambda t=t: results.__setitem__(t, attempt(app, url, t)), daemon=True)
-               for t in ("derp", "websocket")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for transport in ("derp", "websocket"):
-        if transport in results and results[transport].works:
-            return transport  # type: ignore[return-value]
-    return None
+    transports: tuple[Transport, ...] = ("derp", "websocket")
+    results = fan_out(lambda t: attempt(app, url, t), transports)
+    return next((t for t, r in zip(transports, results, strict=True) if isinstance(r, Attempt) and r.works), None)
 
 
 def refusal_reason(resp: Response, transport: Transport) -> str:
@@ -469,22 +461,13 @@ def derp_keys(app: App) -> Outcome:
     if transport is None:
         return skip("no transport reaches the relay (derp.verdict)")
     count = options(app).count
-    keys: list[str | None] = [None] * count
-    errors: list[str] = []
+    def server_key(_: int) -> str:
+        with DerpSession.open(app.http(), url, transport) as session:
+            return session.greeting.server_key.hex()
 
-    def one(i: int) -> None:
-        try:
-            with DerpSession.open(app.http(), url, transport) as session:
-                keys[i] = session.greeting.server_key.hex()
-        except Exception as exc:
-            errors.append(describe_failure(exc))
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seen = [k for k in keys if k]
+    results = fan_out(server_key, range(count))
+    seen = [r for r in results if isinstance(r, str)]
+    errors = [describe_failure(r) for r in results if isinstance(r, BaseException)]
     distinct = sorted(set(seen))
     data = {"transport": transport, "connections": count, "keys": distinct, "failed": len(errors)}
     name = TRANSPORT_NAMES[transport]

@@ -9,17 +9,17 @@ servers explicitly means exactly those are asked.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from coderctl.checks import cloudflare
 from coderctl.checks.base import Conclusion, Outcome, check, found, ok
 from coderctl.checks.network import resolve_access_url, sample_host, wildcard_pattern
 from coderctl.clients.dns import Nameserver
 from coderctl.clients.dns_lookup import Asker, Lookup, lookup, zone_of
 from coderctl.clients.http import Target
+from coderctl.concurrent import all_results, fan_out
 from coderctl.context import App
+from coderctl.facts import cloudflare
 from coderctl.problems import Code, Problem, code
 
 OWNER_MARK = "heritage=external-dns"
@@ -162,17 +162,7 @@ def first_definite(app: App, name: str, rdtype: str = "A") -> Lookup | None:
 
 def at_once(app: App, names: list[str]) -> list[Lookup | None]:
     """`first_definite` A lookups of several names concurrently, so silent servers cost one timeout."""
-    found: list[Lookup | None] = [None] * len(names)
-
-    def one(i: int) -> None:
-        found[i] = first_definite(app, names[i])
-
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(names))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return found
+    return [r if isinstance(r, Lookup) else None for r in fan_out(lambda n: first_definite(app, n), names)]
 
 
 def target_of(result: Lookup) -> str:
@@ -324,17 +314,9 @@ def dns_consistency(app: App) -> Outcome:
     servers = _all_servers(app, host)
     if not servers:
         return _no_nameserver(app)
-    answers: dict[tuple[int, str], Lookup] = {}
-
-    def ask(i: int, name: str) -> None:
-        answers[(i, name)] = cached_lookup(app, servers[i].asker, name)
-
-    threads = [threading.Thread(target=ask, args=(i, n), daemon=True)
-               for i in range(len(servers)) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    asked = [(i, n) for i in range(len(servers)) for n in names]
+    answers = dict(zip(asked, all_results(fan_out(lambda q: cached_lookup(app, servers[q[0]].asker, q[1]), asked)),
+                       strict=True))
 
     def shown(r: Lookup) -> str:
         return r.first_hop if r.ok else r.outcome

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from coderctl.checks.base import Outcome, check, found, ok, skip
-from coderctl.checks.kubefacts import condition_true
-from coderctl.clients.kube import HELMRELEASES, KUSTOMIZATIONS, KubeApiError
+from coderctl.clients.kube import KubeApiError
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.kube import condition_true
 from coderctl.problems import Problem, code
 
 FLUX_SUSPENDED = code(
@@ -27,10 +28,9 @@ FLUX_NOT_READY = code(
 def flux_ready(app: App) -> Outcome:
     """Ready condition of the HelmReleases in the Coder namespace and the Kustomizations in the Flux
     namespace; skipped when Flux's APIs are not installed."""
-    kube = app.kube()
     try:
-        releases = kube.list(HELMRELEASES, app.namespace)
-        kustomizations = kube.list(KUSTOMIZATIONS, app.settings.flux_namespace)
+        releases = snapshot(app).helm_releases
+        kustomizations = snapshot(app).kustomizations
     except KubeApiError as exc:
         if exc.status == 404:
             return skip("Flux is not installed (no HelmRelease/Kustomization API)")

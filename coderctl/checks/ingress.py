@@ -7,9 +7,11 @@ from typing import Any
 from coderctl import discovery
 from coderctl.checks.base import Outcome, SkipCheck, check, found, ok
 from coderctl.checks.coder import COD_ACCESS_URL_UNSET, COD_WILDCARD_URL_UNSET
-from coderctl.checks.kubefacts import host_matches, image_tag, version_tuple
-from coderctl.clients.kube import CONFIGMAPS, DEPLOYMENTS, INGRESSES, SERVICES, KubeNotFound
+from coderctl.clients.kube import CONFIGMAPS, DEPLOYMENTS, KubeNotFound
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.hosts import host_matches, host_under, url_host
+from coderctl.facts.versions import image_tag, version_tuple
 from coderctl.problems import Problem, code
 
 ANNOTATION = "nginx.ingress.kubernetes.io/"
@@ -95,7 +97,7 @@ ING_CVE_2025_1974 = code(
 
 
 def _ingress(app: App, name: str) -> dict[str, Any] | None:
-    return app.cached(f"ingress:{name}", lambda: app.kube().get_or_none(INGRESSES, name, app.namespace))  # type: ignore[no-any-return]
+    return snapshot(app).ingress(name)
 
 
 def _class(ing: dict[str, Any]) -> str | None:
@@ -114,8 +116,7 @@ def _routes(ing: dict[str, Any], host: str) -> list[dict[str, Any]]:
 
 
 def _service_ports(app: App) -> tuple[set[int], set[str]]:
-    svc = app.cached("coder-service", lambda: app.kube().get_or_none(SERVICES, app.settings.coder_service,
-                                                                       app.namespace))
+    svc = snapshot(app).service(app.settings.coder_service)
     ports = (svc or {}).get("spec", {}).get("ports") or []
     return {int(p["port"]) for p in ports if "port" in p}, {str(p["name"]) for p in ports if p.get("name")}
 
@@ -215,8 +216,7 @@ def ingress_wildcard(app: App) -> Outcome:
             evidence=[f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container} env "
                       "CODER_WILDCARD_ACCESS_URL: unset"],
             fix=["set it (e.g. *.xuperson.org) and add a wildcard Ingress"])], "")
-    pattern = wildcard.split("://", 1)[-1].split(":", 1)[0].split("/", 1)[0]
-    host = "coderctl-probe." + pattern[2:] if pattern.startswith("*.") else pattern
+    host = host_under(url_host(wildcard), "coderctl-probe")
     return _check_route(app, app.settings.wildcard_ingress, host, "the wildcard")
 
 
@@ -315,7 +315,7 @@ def ingress_controller(app: App) -> Outcome:
     else:
         containers = ((dep.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
         image = str(containers[0].get("image", "")) if containers else ""
-        tag = image_tag(image).split("@")[0]
+        tag = image_tag(image)
         version = version_tuple(tag)
         data["image"] = image
         if version is not None and _affected_by_cve_2025_1974(version):

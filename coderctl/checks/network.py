@@ -16,6 +16,8 @@ from coderctl.clients.http import Response, Target, describe_error
 from coderctl.clients.kube import KubeError
 from coderctl.context import App
 from coderctl.errors import ConfigError
+from coderctl.facts.hosts import host_under, is_wildcard, url_for_host, url_host
+from coderctl.facts.versions import same_version
 from coderctl.problems import Problem, code
 
 PROBE_LABEL = "coderctl-probe"
@@ -161,9 +163,8 @@ def wildcard_pattern(app: App) -> str:
                  f"Ingress ({app.settings.wildcard_ingress}), DNS record and certificate for it",
                  env_shown(app, "CODER_WILDCARD_ACCESS_URL")])
         raise Conclusion(found([problem], ""))
-    host = urlsplit(raw if "://" in raw else f"//{raw}").hostname or ""
-    first, _, parent = host.partition(".")
-    if "*" not in first or not parent:
+    host = url_host(raw)
+    if not is_wildcard(host):
         problem = WILDCARD_URL_INVALID(f"wildcard URL {raw!r} is not of the form *.domain",
                                        evidence=[f"wildcard URL: {raw!r} (host {host!r})"],
                                        fix=["set it like *.xuperson.org"])
@@ -171,23 +172,10 @@ def wildcard_pattern(app: App) -> str:
     return host
 
 
-def wildcard_parent(pattern: str) -> str:
-    """The domain the wildcard's hosts sit directly under (`xuperson.org` for `*.xuperson.org`)."""
-    return pattern.partition(".")[2]
-
-
 def sample_host(app: App, pattern: str, n: int = 0) -> str:
     """A random host the wildcard must cover: the same for every check of one run (per `n`)."""
     return app.cached(f"sample-host:{pattern}:{n}",  # type: ignore[no-any-return]
-                      lambda: pattern.replace("*", f"{PROBE_LABEL}-{secrets.token_hex(4)}", 1))
-
-
-def url_for_host(access_url: str, host: str, path: str = "/") -> str:
-    """`path` on `host` with the access URL's scheme and port (Coder serves subdomain apps that way)."""
-    target = Target.parse(access_url)
-    default = 443 if target.scheme == "https" else 80
-    port = "" if target.port == default else f":{target.port}"
-    return f"{target.scheme}://{host}{port}{path}"
+                      lambda: host_under(pattern, f"{PROBE_LABEL}-{secrets.token_hex(4)}"))
 
 
 def answered_by(resp: Response) -> str:
@@ -245,10 +233,6 @@ def http_healthz(app: App) -> Outcome:
     return found(problems, f"200 OK from {resp.hop()} in {resp.elapsed_s * 1000:.0f} ms", **data)
 
 
-def _bare_version(version: str) -> str:
-    return version.strip().lstrip("v").split("+", 1)[0]
-
-
 @check("http.buildinfo", "network", "Coder's build info matches the expected version", uses_cluster=False)
 def http_buildinfo(app: App) -> Outcome:
     """GET <access URL>/api/v2/buildinfo: the version Coder runs against `expected_coder_version`, and the
@@ -276,7 +260,7 @@ def http_buildinfo(app: App) -> Outcome:
                 deployment_id=info.get("deployment_id"))
     expected = str(app.settings.expected_coder_version or "")
     problems: list[Problem] = []
-    if expected and _bare_version(version) != _bare_version(expected):
+    if expected and not same_version(version, expected):
         problems.append(VERSION_MISMATCH(
             f"Coder runs {version}, expected {expected}",
             evidence=[f"{target}: version {version}", f"expected_coder_version: {expected} "

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl.checks.base import Outcome, check, found, ok
-from coderctl.checks.kubefacts import condition_true, quantity
-from coderctl.clients.kube import EVENTS, PODS, PVCS, STATEFULSETS, KubeNotFound
+from coderctl.clients.kube import EVENTS, PODS, PVCS, KubeNotFound
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.kube import condition_true, quantity
 from coderctl.problems import Problem, code
 
 PG_STATEFULSET_MISSING = code(
@@ -60,7 +61,7 @@ def statefulset(app: App) -> Outcome:
     """The PostgreSQL StatefulSet's ready replicas and its pod's readiness."""
     s = app.settings
     try:
-        sts = app.kube().get(STATEFULSETS, s.postgres_statefulset, app.namespace)
+        sts = snapshot(app).postgres_statefulset
     except KubeNotFound:
         return found([PG_STATEFULSET_MISSING(
             f"StatefulSet {app.namespace}/{s.postgres_statefulset} not found",
@@ -119,7 +120,7 @@ def pvc(app: App) -> Outcome:
     """The StatefulSet's PersistentVolumeClaim: phase, capacity, storage class; for Pending, its events."""
     s = app.settings
     try:
-        sts = app.kube().get(STATEFULSETS, s.postgres_statefulset, app.namespace)
+        sts = snapshot(app).postgres_statefulset
     except KubeNotFound:
         sts = None
     name = _claim_name(sts, app)

@@ -7,11 +7,12 @@ from typing import Any
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, found, ok, skip
 from coderctl.checks.errors import KUBE_FORBIDDEN
-from coderctl.checks.kubefacts import condition_true, service_ref
-from coderctl.clients.kube import INFISICALSECRETS, SERVICES, KubeApiError, KubeNotFound
+from coderctl.clients.kube import KubeApiError, KubeNotFound
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
+from coderctl.snapshot import snapshot
 from coderctl.errors import CoderctlError, UsageError
+from coderctl.facts.kube import condition_true, service_ref
 from coderctl.problems import Problem, code
 
 KEYS = ("postgres-admin-password", "coder-user-password", "database-url")
@@ -185,8 +186,8 @@ def secret_consistency(app: App) -> Outcome:
         facts["service"] = None
     else:
         name, ns = ref
-        try:
-            svc = app.kube().get(SERVICES, name, ns)
+        svc = snapshot(app).service(name, ns)
+        if svc is not None:
             ports = [int(p["port"]) for p in (svc.get("spec") or {}).get("ports") or []]
             facts["service"] = f"{ns}/{name}"
             if url.port not in ports:
@@ -195,8 +196,8 @@ def secret_consistency(app: App) -> Outcome:
                     evidence=[f"{where}: host {url.host}, port {url.port}", f"Service {ns}/{name} ports: {ports}"],
                     fix=[f"use port {ports[0]} in CODER_DATABASE_URL" if ports else "fix the Service's ports",
                          *then]))
-        except KubeNotFound:
-            services = app.kube().list(SERVICES, ns)
+        else:
+            services = snapshot(app).services(ns)
             candidates = [s["metadata"]["name"] for s in _postgres_services(services)]
             hint = f"; the PostgreSQL Service is {' or '.join(candidates)}" if candidates else ""
             listed = ", ".join(s["metadata"]["name"] for s in services)
@@ -213,14 +214,7 @@ def secret_consistency(app: App) -> Outcome:
 
 
 def _infisical_secret(app: App) -> dict[str, Any] | None:
-    def read() -> dict[str, Any] | None:
-        try:
-            return app.kube().get(INFISICALSECRETS, app.settings.infisical_secret, app.namespace)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-    return app.cached("infisicalsecret", read)  # type: ignore[no-any-return]
+    return snapshot(app).infisical_secret
 
 
 @check("infisical.sync", "secrets", "Infisical operator syncs the database secrets", needs=("cluster.reachable",))

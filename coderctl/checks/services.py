@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl.checks.base import Outcome, check, found, ok
-from coderctl.checks.kubefacts import lb_addresses, pool_contains
-from coderctl.clients.kube import IPADDRESSPOOLS, SERVICES, KubeApiError, KubeNotFound
 from coderctl.context import App
+from coderctl.snapshot import snapshot
+from coderctl.facts.kube import lb_addresses, pool_contains
 from coderctl.problems import code
 
 _CHECKS = "service.coder, service.postgres, service.ingress-nginx"
@@ -43,25 +43,9 @@ SVC_LB_UNEXPECTED_IP = code(
         "expected_*_ip in the profile", check=_CHECKS)
 
 
-def metallb_pools(app: App) -> dict[str, list[str]] | None:
-    """Pool name -> address entries; None when MetalLB's API is not installed or not readable."""
-
-    def read() -> dict[str, list[str]] | None:
-        try:
-            pools = app.kube().list(IPADDRESSPOOLS, app.settings.metallb_namespace)
-        except KubeApiError as exc:
-            if exc.status in (403, 404):
-                return None
-            raise
-        return {p["metadata"]["name"]: list((p.get("spec") or {}).get("addresses") or []) for p in pools}
-
-    return app.cached("metallb-pools", read)  # type: ignore[no-any-return]
-
-
 def _service(app: App, name: str, namespace: str, expected_ip: str | None) -> Outcome:
-    try:
-        svc = app.kube().get(SERVICES, name, namespace)
-    except KubeNotFound:
+    svc = snapshot(app).service(name, namespace)
+    if svc is None:
         return found([SVC_MISSING(f"Service {namespace}/{name} not found",
                                   evidence=[f"GET services/{name} in namespace {namespace}: 404 Not Found"],
                                   fix=[f"kubectl -n {namespace} get services"])], "")
@@ -88,7 +72,7 @@ def _service(app: App, name: str, namespace: str, expected_ip: str | None) -> Ou
             fix=["MetalLB did not assign one: check the requested IP (metallb.universe.tf/loadBalancerIPs or "
                  "spec.loadBalancerIP) is inside a pool and not taken",
                  f"kubectl -n {app.settings.metallb_namespace} logs deploy/controller"])], "", **data)
-    pools = metallb_pools(app)
+    pools = snapshot(app).metallb_pools
     address = addresses[0]
     if pools:
         inside = [n for n, ranges in pools.items() if pool_contains(ranges, address)]

@@ -13,18 +13,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from coderctl.checks import cloudflare
 from coderctl.checks.base import Outcome, check, found, skip
-from coderctl.checks.network import (
-    resolve_access_url,
-    sample_host,
-    url_for_host,
-    wildcard_parent,
-    wildcard_pattern,
-)
+from coderctl.checks.network import resolve_access_url, sample_host, wildcard_pattern
 from coderctl.clients.dns import Nameserver
 from coderctl.clients.http import Target, describe_error
 from coderctl.context import App
+from coderctl.facts import cloudflare
+from coderctl.facts.hosts import host_matches, url_for_host, wildcard_parent
 from coderctl.problems import Problem, Severity, code
 
 DNS_LIBS = ("dns.resolver", "dns.rdatatype", "dns.rcode", "dns.exception")  # imported before the checks start
@@ -107,17 +102,6 @@ class Served:
         return (self.not_after - time.time()) / 86400
 
 
-def covers(pattern: str, host: str) -> bool:
-    """RFC 6125 matching: exact, or a `*` as the whole left-most label matching exactly one label."""
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern == host:
-        return True
-    if not pattern.startswith("*."):
-        return False
-    first, _, rest = host.partition(".")
-    return bool(first) and rest == pattern[2:]
-
-
 def _diagnostic_context(ca_file: str | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.check_hostname = False
@@ -172,7 +156,7 @@ def certificate_problems(app: App, served: Served, what: str) -> list[Problem]:
     fix = _reissue_fix(served, app)
     names = ", ".join(served.names) or "no DNS names"
     problems: list[Problem] = []
-    if not any(covers(n, served.host) for n in served.names):
+    if not any(host_matches(n, served.host) for n in served.names):
         problems.append(NAME_MISMATCH(f"the certificate for {what} covers {names}, not {served.host}",
                                       evidence=evidence, fix=fix))
     days = served.days_left

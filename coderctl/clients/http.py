@@ -13,10 +13,10 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from urllib.parse import urlsplit
 
 from coderctl.errors import UsageError
+from coderctl.facts.hosts import host_matches
 
 BODY_LIMIT = 64 * 1024
 
@@ -45,10 +45,7 @@ class ResolveRule:
     def matches(self, host: str, port: int) -> bool:
         if self.port is not None and self.port != port:
             return False
-        host = host.lower()
-        if self.host.startswith("*."):
-            return fnmatch(host, self.host) and host.count(".") >= self.host.count(".")
-        return host == self.host
+        return host_matches(self.host, host, any_depth=True)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from coderctl.concurrent import fan_out
 from coderctl.doctor.model import Signal
 from coderctl.doctor.signatures import CODER_WARNING_CODES, EVENT_REASONS, match_condition, match_log
+from coderctl.facts.kube import match_labels_selector
 
 if TYPE_CHECKING:
     from coderctl.context import App
@@ -75,12 +77,7 @@ def _when(event: dict[str, Any]) -> datetime | None:
 
 def gather_events(app: App, ev: Evidence, since_s: float) -> None:
     cutoff = datetime.now(UTC).timestamp() - since_s
-    threads = [threading.Thread(target=_events_in, args=(app, ev, ns, cutoff), daemon=True)
-               for ns in [*namespaces(app), NODE_EVENTS_NAMESPACE]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    fan_out(lambda ns: _events_in(app, ev, ns, cutoff), [*namespaces(app), NODE_EVENTS_NAMESPACE])
 
 
 def _events_in(app: App, ev: Evidence, ns: str, cutoff: float) -> None:
@@ -140,9 +137,8 @@ def _pods(app: App) -> list[tuple[str, str, str]]:
     ns = app.namespace
     targets: list[tuple[str, str, str]] = []
     dep = app.kube().get_or_none(DEPLOYMENTS, app.settings.coder_deployment, ns)
-    labels = ((dep or {}).get("spec") or {}).get("selector", {}).get("matchLabels") or {}
-    if labels:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    selector = match_labels_selector(dep or {})
+    if selector:
         for pod in app.kube().list(PODS, ns, label_selector=selector):
             targets.append((ns, pod["metadata"]["name"], str(app.settings.coder_container)))
     targets.append((ns, str(app.settings.postgres_pod), str(app.settings.postgres_container)))
@@ -155,12 +151,7 @@ def gather_logs(app: App, ev: Evidence, since_s: float) -> None:
     except Exception as exc:
         ev.note(app.redact(f"pods for logs: {exc}"))
         return
-    threads = [threading.Thread(target=_one_log, args=(app, ev, t, previous), daemon=True)
-               for t in targets for previous in (False, True)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    fan_out(lambda job: _one_log(app, ev, *job), [(t, previous) for t in targets for previous in (False, True)])
 
 
 def _one_log(app: App, ev: Evidence, target: tuple[str, str, str], previous: bool) -> None:

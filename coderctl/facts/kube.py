@@ -1,7 +1,8 @@
-"""Small readings of Kubernetes objects shared by several checks: conditions, quantities, pools, hosts."""
+"""Small readings of Kubernetes objects: quantities, conditions, LoadBalancer addresses and pools, Service refs."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from decimal import Decimal, InvalidOperation
@@ -65,15 +66,6 @@ def pool_contains(ranges: list[str], address: str) -> bool:
     return False
 
 
-def host_matches(pattern: str, host: str) -> bool:
-    """An Ingress rule host (`*.example.org` matches exactly one label) against a host name."""
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return pattern == host
-
-
 def service_ref(host: str, default_namespace: str) -> tuple[str, str] | None:
     """(name, namespace) for a cluster Service host name, or None for something else (an IP, an FQDN)."""
     host = host.lower().rstrip(".")
@@ -92,13 +84,19 @@ def service_ref(host: str, default_namespace: str) -> tuple[str, str] | None:
     return None
 
 
-def image_tag(image: str) -> str:
-    name = image.rsplit("/", 1)[-1]
-    if "@" in name:
-        return name.split("@", 1)[1]
-    return name.split(":", 1)[1] if ":" in name else "latest"
+def match_labels_selector(workload: dict[str, Any]) -> str:
+    """A workload's spec.selector.matchLabels as a label selector (`a=1,b=2`), empty when it has none."""
+    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def version_tuple(tag: str) -> tuple[int, ...] | None:
-    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", tag)
-    return tuple(int(g) for g in match.groups()) if match else None
+def decoded_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's data, base64-decoded as UTF-8 text; a value that is not becomes "" (callers register the
+    values with their redactor before showing anything)."""
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            decoded[key] = ""
+    return decoded

@@ -1,0 +1,75 @@
+"""Running one function over several items at once (each in a daemon thread, with an optional deadline), and
+computing a value once however many threads ask for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def fan_out(fn: Callable[[T], R], items: Sequence[T], deadline: float | None = None) -> list[R | BaseException]:
+    """`fn(item)` for every item concurrently; the results in the order of `items`.
+
+    An item whose call raised has the exception in its place; one still running at `deadline`
+    (time.monotonic()) has a TimeoutError, and its thread is left to finish on its own (daemon threads never
+    hold up the process's exit). Without a deadline every call is waited for.
+    """
+    results: list[R | BaseException] = [TimeoutError("did not finish before the deadline")] * len(items)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = fn(items[i])
+        except BaseException as exc:  # the caller decides what a failure means
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return list(results)
+
+
+def all_results(results: list[R | BaseException]) -> list[R]:
+    """The results of `fan_out` when every call must have succeeded: the first failure is raised."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+class Memo:
+    """Values computed once per key, even when several threads ask at once.
+
+    A failure is remembered too, so concurrent callers do not each wait for the same timeout; `clear()` forgets
+    values and failures alike.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._outcomes: dict[Hashable, tuple[bool, Any]] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], R]) -> R:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._outcomes:
+                try:
+                    self._outcomes[key] = (True, compute())
+                except Exception as exc:
+                    self._outcomes[key] = (False, exc)
+            good, value = self._outcomes[key]
+        if not good:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._outcomes.clear()
+            self._locks.clear()
