@@ -116,7 +116,11 @@ def _forms(value: str) -> set[str]:
     without surrounding whitespace (a token read with its trailing newline is sent without it)."""
     import json
 
-    bases = {value, value.strip(), unquote(value, errors="surrogatepass")}
+    bases = {value, value.strip()}
+    try:
+        bases.add(unquote(value, errors="strict"))
+    except UnicodeDecodeError:
+        pass  # `%80` and the like decode to no text: the value stands only as it is
     forms: set[str] = set()
     for base in filter(None, bases):
         forms |= {base, quote(base, safe="", errors="surrogatepass"), quote(base, errors="surrogatepass"),

@@ -298,3 +298,10 @@ def test_a_nested_object_under_a_secret_looking_key_keeps_the_json_valid() -> No
     out = Redactor()(text)
     assert json.loads(out)["serviceToken"]["token"] == MASK
     assert "abcdefgh1234" not in out
+
+
+@pytest.mark.parametrize("value", ["%80", "%ff%fe", "a%C3"])
+def test_a_value_whose_percent_escapes_are_not_utf8_is_registered_as_it_is(value: str) -> None:
+    r = Redactor()
+    r.add(value)
+    assert value not in r(f"x {value} y")
