@@ -11,6 +11,7 @@ error/status, 4 resize); the command's exit status arrives as a `Status` object 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -91,20 +92,32 @@ def exec_stream(
     if container:
         query.append(("container", container))
     url = kube.url(PODS.path(namespace, pod, "exec"), query, websocket=True)
+    guard: _SocketGuard | None = None
     try:
+        sock = None
+        if not kube.proxy:
+            sock = _connect_socket(url, kube.timeout)
+            guard = _SocketGuard(sock)
+            guard.arm(kube.timeout + 2)
         ws = connect(
             url, ssl=kube.ssl_context(), additional_headers=kube.auth_headers(), subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
             open_timeout=kube.timeout, close_timeout=1, max_size=None, compression=None,
-            server_hostname=kube.tls_server_name, user_agent_header="coderctl", proxy=kube.proxy,
-            ping_interval=20, ping_timeout=60,
+            server_hostname=kube.tls_server_name, user_agent_header="coderctl",
+            ping_interval=20, ping_timeout=60, **({"sock": sock} if sock is not None else {"proxy": kube.proxy}),
         )
     except InvalidStatus as exc:
+        if guard is not None:
+            guard.close()
         response = exc.response
         raise api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code,
                          bytes(response.body or b"")) \
             from None
     except (OSError, InvalidHandshake, TimeoutError) as exc:
+        if guard is not None:
+            guard.close()
         raise KubeUnreachable(f"exec in {namespace}/{pod}: cannot open the stream: {exc}") from None
+    if guard is not None:
+        guard.disarm()
 
     stderr = bytearray()
     status_raw = bytearray()
@@ -139,6 +152,11 @@ def exec_stream(
             raise ExecStreamBroken(
                 f"exec in {namespace}/{pod}: no data for {idle_timeout:g}s, gave up"
             ) from None
+        finally:
+            if guard is not None:
+                guard.arm(3.0)  # bounds the close that leaving `with ws` does
+    if guard is not None:
+        guard.close()
     if sender is not None:
         sender.finish()
     if not got_status:
@@ -148,6 +166,49 @@ def exec_stream(
         )
     code, message, status = parse_status(bytes(status_raw))
     return ExecResult(code, message, bytes(stderr), count, status)
+
+
+def _connect_socket(url: str, timeout: float) -> socket.socket:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return socket.create_connection((parts.hostname or "", port), timeout=timeout)
+
+
+class _SocketGuard:
+    """Shuts the connection down when the handshake or the close overruns.
+
+    websockets' sync client reads in a thread once select() says the socket is readable; over TLS a partial
+    record then blocks that read, and closing the socket does not wake it (shutting the connection down
+    does). Its handshake's error path joins that thread, so under load an exec could wait forever. The guard
+    keeps a duplicate of the socket's descriptor and shuts the connection down when a deadline passes.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._dup = sock.dup()
+        self._timer: threading.Timer | None = None
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self._timer = threading.Timer(seconds, self.cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def cut(self) -> None:
+        try:
+            self._dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.disarm()
+        self._dup.close()
 
 
 class _StdinSender(threading.Thread):
