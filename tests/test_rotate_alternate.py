@@ -14,7 +14,7 @@ import pytest
 from coderctl.clients.postgres import DatabaseURL
 from rotate_support import NS, RotLab, coder_pods, doc, rotlab  # noqa: F401
 
-pytestmark = pytest.mark.fake_only
+pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec handshakes can time out under load
 BOTH = pytest.mark.parametrize("rotlab", [{}, {"auto_reload": False}], indirect=True,
                                ids=["auto-reload", "restart"])
 

@@ -10,7 +10,7 @@ import pytest
 
 from rotate_support import RotLab, admin_sql, doc, rotlab  # noqa: F401
 
-pytestmark = pytest.mark.fake_only
+pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec handshakes can time out under load
 
 BOTH = pytest.mark.parametrize("rotlab", [{}, {"auto_reload": False}], indirect=True,
                                ids=["auto-reload", "restart"])

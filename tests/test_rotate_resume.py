@@ -15,7 +15,7 @@ import pytest
 
 from rotate_support import RotLab, doc, rotlab  # noqa: F401
 
-pytestmark = pytest.mark.fake_only
+pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec handshakes can time out under load
 
 USER_STEPS = ["alter role user", "write CODER_DATABASE_URL", "write CODER_USER_PASSWORD", "wait for sync",
               "restart coder", "verify"]

@@ -10,7 +10,7 @@ import pytest
 from lab.infisical_operator import AUTO_RELOAD_ANNOTATION
 from rotate_support import NS, RotLab, coder_pods, doc, rotlab  # noqa: F401
 
-pytestmark = pytest.mark.fake_only
+pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec handshakes can time out under load
 
 NO_AUTO_RELOAD = [{"auto_reload": False}]
 
