@@ -220,3 +220,30 @@ def test_a_lease_taken_over_midway_stops_before_the_next_step(api: FakeKubeAPI) 
     assert "taken over" in outcome.message
     assert outcome.result["status"] == "taken-over"
     assert board(api) == {}
+
+
+def test_every_step_sees_the_cluster_as_the_steps_before_left_it(api: FakeKubeAPI) -> None:
+    """A step that changes the cluster makes the run's snapshot stale: the executor refreshes it after every
+    step, so the next step (and the verification that ends an operation) reads what is there now."""
+    from coderctl.clients.kube import DEPLOYMENTS
+    from coderctl.snapshot import snapshot
+
+    api.put({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coder", "namespace": NS},
+             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "coder"}}}})
+    app = make_app(api)
+
+    def replicas(run: Run) -> int:
+        return int(snapshot(run.app).coder_deployment["spec"]["replicas"])
+
+    def scale(run: Run) -> str:
+        run.state["before"] = replicas(run)
+        run.app.kube().patch(DEPLOYMENTS, "coder", NS, {"spec": {"replicas": 3}})
+        return "scaled"
+
+    def look(run: Run) -> str:
+        run.state["after"] = replicas(run)
+        return "looked"
+
+    record, outcome = Executor(app, "toy", [Action("scale", "scale", scale), Action("look", "look", look)]).start({})
+    assert outcome.code == ExitCode.OK
+    assert record.state == {"before": 1, "after": 3}

@@ -29,6 +29,7 @@ from coderctl.ops.lock import OperationLock
 from coderctl.ops.record import Record, StepState, holder_identity, new_id, now_iso
 from coderctl.ops.recordstore import RecordConflict, RecordStore
 from coderctl.ops.signals import Interrupted, interruptible, shielded
+from coderctl.snapshot import snapshot
 
 if TYPE_CHECKING:
     from coderctl.context import App
@@ -211,6 +212,10 @@ class Executor:
         return Outcome(int(ExitCode.NEEDS_PERSON), {"operation": record.id, "status": "needs-person",
                                                     "error": record.message}, self.rows, record.message)
 
+    def _world_changed(self) -> None:
+        """A step or an undo ran (even half way): what the run's snapshot read before may be stale now."""
+        snapshot(self.app).refresh()
+
     def _one(self, record: Record, action: Action, st: StepState) -> None:
         row = self._row(action.name)
         run = self._run(record, row)
@@ -236,6 +241,7 @@ class Executor:
             raise
         finally:
             row.duration_s = time.monotonic() - start
+            self._world_changed()
         st.status = "skipped" if row.status == "skipped" else "done"
         st.detail, st.finished_at = self.app.redact(row.detail), now_iso()
         if action.commits:
@@ -271,6 +277,7 @@ class Executor:
                 finally:
                     row.duration_s = time.monotonic() - start
                     st.finished_at = now_iso()
+                    self._world_changed()
                     self.store.save(record)
             if todo:
                 record.status = "needs-person"
