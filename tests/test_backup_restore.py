@@ -201,11 +201,13 @@ def test_needs_a_person_when_coder_cannot_be_scaled_back(setup: Setup, tmp_path:
 
 def test_interrupted_restore_is_put_back(setup: Setup, tmp_path: Path) -> None:
     lab = setup.lab
-    pod_path_first(lab, wrapper(tmp_path / "bin", "pg_restore", 'sleep 60; exec "$REAL_BIN/pg_restore" "$@"').parent)
+    once = tmp_path / "slept"  # only the interrupted restore sleeps; a safety restore, if one runs, does not
+    pod_path_first(lab, wrapper(tmp_path / "bin", "pg_restore",
+                                f'mkdir {once} 2>/dev/null && sleep 60; exec "$REAL_BIN/pg_restore" "$@"').parent)
     proc = subprocess.Popen([sys.executable, "-m", "coderctl", *lab.args("-o", "json"), "backup", "restore",
                              str(setup.backup), "--yes", "--output-dir", str(setup.out)], cwd=ROOT,
-                            env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            env={**os.environ, "NO_COLOR": "1", "PYTHONFAULTHANDLER": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not any("head -c" in e["command"][2] for e in lab.kube.exec_log):  # the restore's exec
@@ -214,7 +216,11 @@ def test_interrupted_restore_is_put_back(setup: Setup, tmp_path: Path) -> None:
             time.sleep(0.05)
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        try:
+            stdout, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack on stderr
+            raise AssertionError("no exit 30 s after SIGTERM:\n" + proc.communicate(timeout=10)[1]) from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDERR_LIMIT = 64 * 1024
+OPEN_TIMEOUT_FLOOR = 10.0
+"""Least time given to open an exec stream once the TCP connection is up. Opening one makes the API server
+dial the kubelet, which starts the process through the container runtime: on a busy node that alone takes
+seconds, and an exec that gives up too early costs more than the wait (a restore that cannot count rows
+after an interruption must restore its safety backup). An unreachable server still fails within --timeout:
+the TCP connect keeps it."""
 
 
 class ExecStreamBroken(KubeError):
@@ -93,15 +99,16 @@ def exec_stream(
         query.append(("container", container))
     url = kube.url(PODS.path(namespace, pod, "exec"), query, websocket=True)
     guard: _SocketGuard | None = None
+    open_timeout = max(kube.timeout, OPEN_TIMEOUT_FLOOR)
     try:
         sock = None
         if not kube.proxy:
             sock = _connect_socket(url, kube.timeout)
             guard = _SocketGuard(sock)
-            guard.arm(kube.timeout + 2)
+            guard.arm(open_timeout + 2)
         ws = connect(
             url, ssl=kube.ssl_context(), additional_headers=kube.auth_headers(), subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
-            open_timeout=kube.timeout, close_timeout=1, max_size=None, compression=None,
+            open_timeout=open_timeout, close_timeout=1, max_size=None, compression=None,
             server_hostname=kube.tls_server_name, user_agent_header="coderctl",
             ping_interval=20, ping_timeout=60, **({"sock": sock} if sock is not None else {"proxy": kube.proxy}),
         )
