@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from coderctl.errors import ConfigError
@@ -133,7 +135,7 @@ SECTIONS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Value:
     value: Any
     source: str
@@ -141,11 +143,19 @@ class Value:
 
 @dataclass
 class Settings:
-    """The effective configuration of one run: each field's value and where it came from."""
+    """The effective configuration of one run: each field's value and where it came from.
 
-    values: dict[str, Value]
+    Settings are complete once the command has parsed its flags: the CLI loads them, applies the command's
+    own flags (`override`), and the App freezes them the first time it is used for work (`App.freeze`).
+    After `freeze()`, `set` and `override` raise RuntimeError (a programming error, never a user's) and
+    `values` is read-only: whatever a run learns later (from the cluster, from Infisical) is its own data,
+    passed explicitly, never written back here.
+    """
+
+    values: Mapping[str, Value]
     profile: str
     config_path: Path | None
+    _frozen: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -153,11 +163,23 @@ class Settings:
         except KeyError:
             raise AttributeError(name) from None
 
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """No more changes for this run (idempotent)."""
+        if not self._frozen:
+            self.values = MappingProxyType(dict(self.values))
+            self._frozen = True
+
     def source(self, name: str) -> str:
         return self.values[name].source
 
     def set(self, name: str, value: Any, source: str) -> None:
-        self.values[name] = Value(value, source)
+        if self._frozen:
+            raise RuntimeError(f"settings are frozen once the run has started: cannot set {name}")
+        self.values = {**self.values, name: Value(value, source)}
 
 
 @dataclass
@@ -275,7 +297,7 @@ def load_settings(
     if unknown:
         raise ConfigError(f"config file {path}: profile {name!r} has unknown key {sorted(unknown)[0]!r}")
 
-    settings = Settings(values={}, profile=name, config_path=path)
+    values: dict[str, Value] = {}
     for f in FIELDS:
         value, source = f.default, "default"
         if f.name in prof:
@@ -284,12 +306,15 @@ def load_settings(
             value, source = coerce(f, env[f.env_var], f"environment {f.env_var}"), f"env {f.env_var}"
         if flags and flags.get(f.name) not in (None, (), []):
             value, source = coerce(f, flags[f.name], f"--{f.name.replace('_', '-')}"), "flag"
-        settings.values[f.name] = Value(value, source)
-    return settings
+        values[f.name] = Value(value, source)
+    return Settings(values=values, profile=name, config_path=path)
 
 
 def override(settings: Settings, flags: dict[str, Any]) -> None:
-    """Apply command-line values (those given) on top of already loaded settings."""
+    """Apply command-line values (those given) on top of already loaded settings; only before they are frozen
+    (RuntimeError after, even when no value was given, so that a late call fails every time)."""
+    if settings.frozen:
+        raise RuntimeError(f"settings are frozen once the run has started: cannot override {sorted(flags)}")
     for name, raw in flags.items():
         if raw in (None, (), []) or name not in FIELDS_BY_NAME:
             continue

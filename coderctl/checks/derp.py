@@ -198,27 +198,6 @@ UNREACHABLE = code(
     check="derp.verdict", coder_code="EDERP02")
 
 
-@dataclass(frozen=True)
-class DerpOptions:
-    """Per-run settings of the DERP checks (`coderctl probe derp --count --hold`)."""
-
-    count: int = 5
-    hold: float = 0.0
-
-    def __post_init__(self) -> None:
-        """The CLI refuses these (exit 2); a NaN hold would otherwise end at once and pass as held."""
-        if not 0 <= self.hold < float("inf") or self.count < 1:
-            raise ValueError(f"DERP options out of range: count={self.count}, hold={self.hold}")
-
-
-def set_options(app: App, options: DerpOptions) -> None:
-    app.cached("derp-options", lambda: options)
-
-
-def options(app: App) -> DerpOptions:
-    return app.cached("derp-options", DerpOptions)  # type: ignore[no-any-return]
-
-
 def relay_url(app: App) -> str:
     return resolve_access_url(app).rstrip("/") + "/derp"
 
@@ -460,7 +439,7 @@ def derp_keys(app: App) -> Outcome:
     transport = working_transport(app, url)
     if transport is None:
         return skip("no transport reaches the relay (derp.verdict)")
-    count = options(app).count
+    count = app.derp.count
     def server_key(_: int) -> str:
         with DerpSession.open(app.http(), url, transport) as session:
             return session.greeting.server_key.hex()
@@ -505,7 +484,7 @@ def derp_latency_check(app: App) -> Outcome:
     url = relay_url(app)
     target = url + "/latency-check"
     try:
-        responses = timed_gets(app.http(), target, options(app).count)
+        responses = timed_gets(app.http(), target, app.derp.count)
     except Exception as exc:
         return found([LATENCY_UNREACHABLE(f"GET {target}: {describe_error(exc)}",
                                           evidence=[f"GET {target}: {describe_error(exc)}"],
@@ -539,7 +518,7 @@ def _timeout_fix(app: App) -> list[str]:
 def derp_hold(app: App) -> Outcome:
     """Log in, send nothing for --hold seconds and report whether something closed the connection (a proxy
     read timeout, 60 s by default in ingress-nginx); then a ping must still be answered."""
-    hold = options(app).hold
+    hold = app.derp.hold
     if hold <= 0:
         return skip("off (coderctl probe derp --hold 70 keeps a connection idle past the 60 s proxy timeout)")
     url = relay_url(app)

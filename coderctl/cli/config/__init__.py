@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,10 +22,9 @@ def show(app: App, discover: bool) -> int:
     from coderctl import render
     from coderctl.config_file import effective
 
-    problems: list[str] = []
-    if discover:
-        problems = _discover(app)
-    rows = effective(app.settings)
+    app.freeze()
+    discovered, problems = _discover(app) if discover else ({}, [])
+    rows = _with_discovered(effective(app.settings), discovered)
     if app.output == "json":
         render.emit(
             app, "config show", profile=app.settings.profile,
@@ -44,7 +44,19 @@ def show(app: App, discover: bool) -> int:
     return 0
 
 
-def _discover(app: App) -> list[str]:
+def _with_discovered(rows: list[dict[str, Any]], discovered: dict[str, object]) -> list[dict[str, Any]]:
+    """The rows of `config_file.effective`, with what the cluster told for the keys that were unset (source
+    "cluster", secrets masked like the rest)."""
+    from coderctl.config_file import display_value
+    from coderctl.profile import FIELDS_BY_NAME
+
+    return [{**r, "value": display_value(FIELDS_BY_NAME[r["key"]], discovered[r["key"]]), "source": "cluster"}
+            if r["key"] in discovered else r for r in rows]
+
+
+def _discover(app: App) -> tuple[dict[str, object], list[str]]:
+    """What the cluster tells for the discoverable keys that are unset, and why some could not be read; the
+    run's settings stay as they are (frozen)."""
     from collections.abc import Callable
 
     from coderctl import discovery
@@ -62,6 +74,7 @@ def _discover(app: App) -> list[str]:
         ("database_url", discovery.database_url),
     ]
     readers += [(f"infisical_{f}", infisical(f)) for f in ("host", "environment", "path", "token_secret")]
+    discovered: dict[str, object] = {}
     problems: list[str] = []
     for key, read in readers:
         if app.settings.values[key].value:
@@ -72,8 +85,8 @@ def _discover(app: App) -> list[str]:
             problems.append(f"{key}: {app.redact(str(exc))}")
             continue
         if value:
-            app.settings.set(key, value, "cluster")
-    return problems
+            discovered[key] = value
+    return discovered, problems
 
 
 @config.command()

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from coderctl.cli.options import HOLD, network_options
-from coderctl.context import App
+from coderctl.context import App, DerpOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,9 +73,7 @@ def derp(app: App, count: int, hold: float, strict: bool) -> int:
 
     In detail: 426 without upgrade, both greetings (101, headers, ServerKey frame), a login and ping, the
     server key on --count connections, /derp/latency-check, an idle --hold, and the verdict."""
-    from coderctl.checks.derp import DerpOptions, set_options
-
-    set_options(app, DerpOptions(count=count, hold=hold))
+    app.derp = DerpOptions(count=count, hold=hold)
     return _run(app, "derp", DERP, strict, extra_time=hold)
 
 
