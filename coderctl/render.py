@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from coderctl import __version__
 from coderctl.checks.base import CATEGORIES, CheckResult, Status
+from coderctl.facts.text import terminal_safe
 
 if TYPE_CHECKING:
     from coderctl.context import App
@@ -59,12 +60,34 @@ def print_json(document: dict[str, Any], stream: IO[str] | None = None) -> None:
     out.flush()
 
 
-def console(*, color: bool, stream: IO[str] | None = None):  # type: ignore[no-untyped-def]
+class SafeConsole:
+    """A rich Console that prints text only after escaping what a server could have put in it to drive the
+    terminal (facts/text.py); coderctl's own styling is added by rich afterwards, so it survives."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    @property
+    def is_terminal(self) -> bool:
+        return bool(self._con.is_terminal)
+
+    def print(self, text: str, *, markup: bool = True) -> None:
+        self._con.print(terminal_safe(text), markup=markup)
+
+
+def console(*, color: bool, stream: IO[str] | None = None) -> SafeConsole:
     """A rich Console: colour only on a terminal and without NO_COLOR; plain text when piped."""
     from rich.console import Console
 
-    return Console(file=stream or sys.stdout, no_color=not color, highlight=False, soft_wrap=True,
-                   emoji=False, force_terminal=None if color else False)
+    return SafeConsole(Console(file=stream or sys.stdout, no_color=not color, highlight=False, soft_wrap=True,
+                               emoji=False, force_terminal=None if color else False))
+
+
+def say(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """One line of text output outside the rich renderers, made terminal-safe like them."""
+    import click
+
+    click.echo(terminal_safe(text), err=err, nl=nl)
 
 
 def _plain_mark(status: Status) -> str:

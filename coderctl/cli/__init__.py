@@ -289,14 +289,15 @@ def _new_redactor() -> Redactor:
 
 
 def _log_through(ctx: click.Context, redact: Callable[[str], str], verbose: int) -> None:
-    """Log records go to stderr through the run's redactor (INFO with -v, DEBUG with -vv) until the run
-    ends."""
+    """Log records go to stderr through the run's redactor, terminal-safe (INFO with -v, DEBUG with -vv),
+    until the run ends."""
     import logging
 
+    from coderctl.facts.text import terminal_safe
     from coderctl.redact import log_filter
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(log_filter(redact))
+    handler.addFilter(log_filter(lambda text: terminal_safe(redact(text))))
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     level = root.level
@@ -404,5 +405,6 @@ def _fail(run: Run, code: int, message: str, *, prefix: str = "coderctl: error: 
 
 
 def _printable(text: str) -> str:
-    """Bytes that were not UTF-8 (surrogate escapes from argv, the environment or a file) as \\x escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    from coderctl.facts.text import terminal_safe
+
+    return terminal_safe(text)

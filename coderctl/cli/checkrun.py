@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC
 from typing import TYPE_CHECKING
 
-import click
 
 if TYPE_CHECKING:
     from coderctl.checks.base import Check
@@ -41,7 +40,7 @@ def run_and_report(app: App, command: str, checks: list[Check], *, check_timeout
     else:
         render.print_results(command, results, duration, color=app.color, verbose=app.verbose)
         for line in _unchecked_lines(blind):
-            click.echo(f"coderctl: {app.redact(line)}", err=True)
+            render.say(f"coderctl: {app.redact(line)}", err=True)
     bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict else set())
     return 1 if blind or any(r.status in bad for r in results) else 0
 

@@ -32,15 +32,15 @@ def show(app: App, discover: bool) -> int:
             values={r["key"]: {"value": r["value"], "source": r["source"]} for r in rows}, problems=problems)
         return 0
     where = app.settings.config_path or "none found"
-    click.echo(f"profile: {app.settings.profile}    config file: {where}")
+    render.say(f"profile: {app.settings.profile}    config file: {where}")
     width = max(len(r["key"]) for r in rows)
     for r in rows:
         value = "(unset)" if r["value"] is None else r["value"]
         if isinstance(value, list):
             value = ", ".join(value) or "(none)"
-        click.echo(f"  {r['key']:<{width}}  {value}  [{r['source']}]")
+        render.say(f"  {r['key']:<{width}}  {value}  [{r['source']}]")
     for p in problems:
-        click.echo(f"could not discover: {p}", err=True)
+        render.say(f"could not discover: {p}", err=True)
     return 0
 
 
@@ -109,4 +109,4 @@ def init(app: App, path: Path | None, profile_name: str, force: bool) -> None:
     if app.output == "json":
         render.emit(app, "config init", path=str(path), profile=profile_name)
     else:
-        click.echo(f"wrote {path}")
+        render.say(f"wrote {path}")

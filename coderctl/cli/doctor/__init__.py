@@ -66,5 +66,5 @@ def doctor(app: App, bundle_path: str | None, since: float, deadline: float | No
         render.print_findings(report.findings, report.results, report.duration_s, color=app.color,
                               verbose=app.verbose)
         if bundle_path:
-            click.echo(f"support bundle: {bundle_path}", err=True)
+            render.say(f"support bundle: {bundle_path}", err=True)
     return 1 if report.unhealthy else 0

@@ -40,6 +40,7 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
     the first change puts everything back. Exit 0 done, 1 failed and put back (or refused), 2 usage,
     3 a person must finish (the output says how). See docs/rotate-secrets.md.
     """
+    from coderctl import render
     from coderctl.errors import UsageError
     from coderctl.ops import rotate as ops
 
@@ -63,7 +64,7 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
         if app.output == "json":
             _json(app, {**extra, "status": "dry-run", "target": target, "strategy": strategy}, [], started_at, start)
         else:
-            click.echo("preflight passed; --dry-run: nothing changed")
+            render.say("preflight passed; --dry-run: nothing changed")
         return 0
     _confirm(yes, target)
     _, outcome = ops.start(app, prepared)
@@ -71,11 +72,13 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
 
 
 def _print_plan(app: App, prepared: Any) -> None:
+    from coderctl import render
+
     s = prepared.state
-    click.echo(f"Rotation plan: target {s['target']}, strategy {s['strategy']}, namespace {app.namespace}, "
+    render.say(f"Rotation plan: target {s['target']}, strategy {s['strategy']}, namespace {app.namespace}, "
                f"auto-reload {'on' if s['auto_reload'] else 'off'}")
     for i, step in enumerate(prepared.plan(), 1):
-        click.echo(f"  {i}. {step['step']}: {step['does']}")
+        render.say(f"  {i}. {step['step']}: {step['does']}")
 
 
 def _confirm(yes: bool, target: str) -> None:
@@ -92,11 +95,13 @@ def _confirm(yes: bool, target: str) -> None:
 
 
 def _refused(app: App, problems: list[str], extra: dict[str, Any], started_at: datetime, start: float) -> int:
+    from coderctl import render
+
     if app.output == "json":
         _json(app, {**extra, "status": "refused", "problems": problems}, [], started_at, start)
     for p in problems:
-        click.echo(app.redact(f"coderctl: error: preflight: {p}"), err=True)
-    click.echo("coderctl: error: preflight failed: nothing was changed", err=True)
+        render.say(app.redact(f"coderctl: error: preflight: {p}"), err=True)
+    render.say("coderctl: error: preflight failed: nothing was changed", err=True)
     return 1
 
 
@@ -119,7 +124,7 @@ def _report(app: App, outcome: Any, started_at: datetime, start: float, extra: d
         summary = [f"rotation {r.get('operation')}: {r.get('status')}"]
         render.print_steps(steps, color=app.color, summary=[app.redact(line) for line in summary])
     if not outcome.ok and outcome.message:
-        click.echo(app.redact(f"coderctl: error: {outcome.message}"), err=True)
+        render.say(app.redact(f"coderctl: error: {outcome.message}"), err=True)
     return int(outcome.code)
 
 
