@@ -1,0 +1,71 @@
+"""Servers that accept and never answer (an API server behind a dead proxy, a nameserver behind a firewall
+that drops): a read-only run ends in about one --timeout, because what a check needs first is asked at
+once, not one timeout after another."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clirun import run_cli
+from probeargs import by_id
+
+ACCESS = "https://coder.example.test"
+TIMEOUT = 2.0
+ALONE = ("dns.access-host", "dns.wildcard", "dns.ownership")
+"""Left out so that dns.consistency runs alone: with them, their lookups would warm its cache."""
+
+
+@pytest.fixture
+def silent_api(tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig whose API server accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    path = tmp_path / "silent.yaml"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: s, cluster: {{server: "https://127.0.0.1:{server.getsockname()[1]}"}}}}]
+users: [{{name: u, user: {{token: not-a-real-token}}}}]
+contexts: [{{name: s, context: {{cluster: s, user: u, namespace: coder}}}}]
+current-context: s
+""")
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_dns_consistency_costs_one_timeout_not_three(silent_api: Path) -> None:
+    """It needs the wildcard (from the silent API), the zone's authoritative servers (from the silent
+    nameserver) and the nameserver's answer: one after the other that is three timeouts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_dns:
+        silent_dns.bind(("127.0.0.1", 0))
+        nameserver = f"127.0.0.1:{silent_dns.getsockname()[1]}"
+        r = run_cli("--kubeconfig", str(silent_api), "--timeout", str(TIMEOUT), "-o", "json", "verify", "--only", "dns",
+                    *(a for c in ALONE for a in ("--skip", c)), "--access-url", ACCESS, "--nameserver", nameserver)
+    doc = json.loads(r.stdout)
+    check = by_id(doc)["dns.consistency"]
+    assert check["status"] == "error" and r.code == 1, check
+    assert check["duration_s"] < 2 * TIMEOUT, check["detail"]  # one after the other: 3 x TIMEOUT
