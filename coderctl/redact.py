@@ -155,6 +155,25 @@ def _base64_forms(raw: bytes) -> set[str]:
     return out
 
 
+_ENV_ORDERS = (("name", "value"), ("value", "name"))
+_ENV_YAML_VALUES = {"name": r"[^\n]{1,160}", "value": r"[^\n]*"}
+
+
+def _env_json(first: str, second: str) -> str:
+    """A JSON env entry's `"name": "...", "value": "..."` members in this order, one quote character for both."""
+
+    def member(key: str, quote: str) -> str:
+        return rf"{quote}{key}(?P=q)[ \t]{{0,16}}:[ \t]{{0,16}}(?P<{key}>{_STRING})"
+
+    return member(first, r"(?P<q>[\"'])") + r"[ \t]{0,16},[ \t\n]{0,64}" + member(second, "(?P=q)")
+
+
+def _env_yaml(first: str, second: str) -> str:
+    """A YAML env entry's `- name: ...` and `value: ...` lines in this order, the second indented under the dash."""
+    return (rf"(?m)^(?P<ind>[ \t]{{0,64}})-[ \t]{{1,8}}{first}:[ \t]{{0,8}}(?P<{first}>{_ENV_YAML_VALUES[first]})\n"
+            rf"(?P=ind)[ \t]{{1,8}}{second}:[ \t]{{0,8}}(?P<{second}>{_ENV_YAML_VALUES[second]})$")
+
+
 class _Patterns:
     """The structural patterns, compiled once on first use (not on the `--help` path)."""
 
@@ -169,18 +188,8 @@ class _Patterns:
         self.yaml_block = re.compile(
             rf"(?m)^(?P<ind>[ \t]{{0,64}})(?P<head>(?:-[ \t]{{1,8}})?[\"']?[\w.-]{{0,64}}{w}[\"']?:[ \t]{{0,8}}"
             r"[|>][-+0-9]{0,3}[ \t]*)(?P<block>(?:\n(?P=ind)[ \t]+\S[^\n]*|\n[ \t]*(?=\n))+)")
-        self.env_json = re.compile(
-            rf"(?P<q>[\"'])name(?P=q)[ \t]{{0,16}}:[ \t]{{0,16}}(?P<name>{_STRING})[ \t]{{0,16}},[ \t\n]{{0,64}}"
-            rf"(?P=q)value(?P=q)[ \t]{{0,16}}:[ \t]{{0,16}}(?P<value>{_STRING})")
-        self.env_json_reversed = re.compile(
-            rf"(?P<q>[\"'])value(?P=q)[ \t]{{0,16}}:[ \t]{{0,16}}(?P<value>{_STRING})[ \t]{{0,16}},[ \t\n]{{0,64}}"
-            rf"(?P=q)name(?P=q)[ \t]{{0,16}}:[ \t]{{0,16}}(?P<name>{_STRING})")
-        self.env_yaml = re.compile(
-            r"(?m)^(?P<ind>[ \t]{0,64})-[ \t]{1,8}name:[ \t]{0,8}(?P<name>[^\n]{1,160})\n"
-            r"(?P=ind)[ \t]{1,8}value:[ \t]{0,8}(?P<value>[^\n]*)")
-        self.env_yaml_reversed = re.compile(
-            r"(?m)^(?P<ind>[ \t]{0,64})-[ \t]{1,8}value:[ \t]{0,8}(?P<value>[^\n]*)\n"
-            r"(?P=ind)[ \t]{1,8}name:[ \t]{0,8}(?P<name>[^\n]{1,160})$")
+        self.env_json = tuple(re.compile(_env_json(*order)) for order in _ENV_ORDERS)
+        self.env_yaml = tuple(re.compile(_env_yaml(*order)) for order in _ENV_ORDERS)
         self.data_json = re.compile(r"(?P<q>[\"'])(?:data|stringData)(?P=q)[ \t]{0,16}:[ \t\n]{0,64}\{")
         self.data_json_entry = re.compile(rf"\s*(?P<key>{_STRING})\s*:\s*(?P<value>{_STRING})\s*,?")
         self.data_yaml = re.compile(r"(?m)^(?P<ind>[ \t]{0,64})(?:data|stringData):[ \t]*\r?$")
@@ -210,9 +219,9 @@ def scrub(text: str) -> str:
     if keyed and ("|" in text or ">" in text):
         text = p.yaml_block.sub(_mask_block, text)
     if "name" in text and "value" in text:
-        for pattern in (p.env_json, p.env_json_reversed):
+        for pattern in p.env_json:
             text = pattern.sub(functools.partial(_mask_env, quoted=True), text)
-        for pattern in (p.env_yaml, p.env_yaml_reversed):
+        for pattern in p.env_yaml:
             text = pattern.sub(functools.partial(_mask_env, quoted=False), text)
     if "ata" in text:
         text = _mask_yaml_data(_mask_json_data(text))

@@ -6,8 +6,8 @@ from typing import Any
 
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, found, ok
-from coderctl.checks.errors import outcome_for
-from coderctl.clients.kube import KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
+from coderctl.checks.errors import not_found, outcome_for
+from coderctl.clients.kube import DEPLOYMENTS, KubeForbidden, KubeNotFound, KubeUnauthorized, KubeUnreachable
 from coderctl.context import App
 from coderctl.snapshot import snapshot
 from coderctl.facts.kube import conditions, match_labels_selector
@@ -122,12 +122,9 @@ def cluster_reachable(app: App) -> Outcome:
 
 
 def _deployment_missing(app: App) -> Problem:
-    name = app.settings.coder_deployment
-    return COD_DEPLOYMENT_MISSING(
-        f"Deployment {app.namespace}/{name} not found",
-        evidence=[f"GET deployments/{name} in namespace {app.namespace}: 404 Not Found"],
-        fix=[f"kubectl get deployments -n {app.namespace} (check -n and coder_deployment)",
-             "flux get helmreleases -A"])
+    return not_found(COD_DEPLOYMENT_MISSING, "Deployment", DEPLOYMENTS, app.settings.coder_deployment, app.namespace,
+                     fix=[f"kubectl get deployments -n {app.namespace} (check -n and coder_deployment)",
+                          "flux get helmreleases -A"])
 
 
 @check("coder.deployment", "cluster", "Coder Deployment available", needs=("cluster.reachable",))

@@ -97,6 +97,12 @@ COD_PG_URL_OTHER_SECRET = code(
     fix="point the secretKeyRef at the managed Secret's database-url key", check="coder.env")
 
 
+def coder_container_where(app: App) -> str:
+    """Coder's container as evidence names it."""
+    s = app.settings
+    return f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container}"
+
+
 def _deployment(app: App) -> dict[str, Any]:
     try:
         return discovery.coder_deployment(app)
@@ -121,7 +127,7 @@ def security_context(app: App) -> Outcome:
     def setting(key: str) -> Any:
         return c_sc.get(key, pod_sc.get(key))
 
-    where = f"Deployment {app.namespace}/{app.settings.coder_deployment} container {app.settings.coder_container}"
+    where = coder_container_where(app)
     problems: list[Problem] = []
     if setting("runAsNonRoot") is not True:
         problems.append(COD_SC_NOT_NON_ROOT(
@@ -144,9 +150,7 @@ def security_context(app: App) -> Outcome:
             evidence=[f"{where} securityContext.readOnlyRootFilesystem: {c_sc.get('readOnlyRootFilesystem')}"],
             fix=[_SC_FIX]))
     data = {"pod": pod_sc, "container": c_sc}
-    if problems:
-        return found(problems, "", **data)
-    return ok("non-root, no privilege escalation, read-only root filesystem", **data)
+    return found(problems, "non-root, no privilege escalation, read-only root filesystem", **data)
 
 
 @check("coder.resources", "cluster", "Coder requests and limits as expected", needs=("cluster.reachable",))
@@ -159,7 +163,7 @@ def resources(app: App) -> Outcome:
         ("requests", "cpu"): s.coder_requests_cpu, ("requests", "memory"): s.coder_requests_memory,
         ("limits", "cpu"): s.coder_limits_cpu, ("limits", "memory"): s.coder_limits_memory,
     }
-    where = f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container}"
+    where = coder_container_where(app)
     fix = ("set coder.resources in the HelmRelease values, or the expected_coder_* keys in the profile if the change "
            "was intended")
     problems: list[Problem] = []
@@ -201,7 +205,7 @@ def coder_env(app: App) -> Outcome:
     _deployment(app)
     env = discovery.coder_env(app)
     hosts = _ingress_hosts(app)
-    where = f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container}"
+    where = coder_container_where(app)
     release = f"the HelmRelease {app.namespace}/{s.coder_deployment} values (coder.env)"
     problems: list[Problem] = []
     access = (env.get("CODER_ACCESS_URL") or {}).get("value")
@@ -266,6 +270,4 @@ def coder_env(app: App) -> Outcome:
                           f"key {ref.get('key')}"],
                 fix=[f"point it at {s.database_secret}/database-url, which Infisical keeps current: {secret_ref}"]))
     data = {"access_url": access, "wildcard_access_url": wildcard}
-    if problems:
-        return found(problems, "", **data)
-    return ok(f"access URL {access}, wildcard {wildcard}, database URL from {s.database_secret}", **data)
+    return found(problems, f"access URL {access}, wildcard {wildcard}, database URL from {s.database_secret}", **data)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from coderctl.checks.base import Outcome, check, found, ok, skip
+from coderctl.checks.base import Outcome, SkipCheck, check, found, ok, skip
 from coderctl.checks.network import answer_data, answer_evidence, answered_by, env_shown, resolve_access_url
 from coderctl.clients.derp import TRANSPORT_NAMES, DerpSession, Greeting, Transport
 from coderctl.clients.http import Response, describe_error
@@ -277,6 +277,16 @@ def working_transport(app: App, url: str) -> Transport | None:
     return next((t for t, r in zip(transports, results, strict=True) if isinstance(r, Attempt) and r.works), None)
 
 
+def relay_transport(app: App) -> tuple[str, Transport]:
+    """The relay's URL and the transport that reaches it; the check is skipped when none does (derp.verdict
+    reports why)."""
+    url = relay_url(app)
+    transport = working_transport(app, url)
+    if transport is None:
+        raise SkipCheck("no transport reaches the relay (derp.verdict)")
+    return url, transport
+
+
 def refusal_reason(resp: Response, transport: Transport) -> str:
     """Which hop refused the upgrade, in words."""
     if resp.status == 426 and resp.header("x-coder-build-version"):
@@ -399,10 +409,7 @@ def derp_websocket(app: App) -> Outcome:
 def derp_login(app: App) -> Outcome:
     """ClientInfo (a fresh Curve25519 key, NaCl box) → ServerInfo opened with the server's key, then
     Ping → Pong; on Upgrade: DERP when it works, else over WebSocket."""
-    url = relay_url(app)
-    transport = working_transport(app, url)
-    if transport is None:
-        return skip("no transport reaches the relay (derp.verdict)")
+    url, transport = relay_transport(app)
     name = TRANSPORT_NAMES[transport]
     try:
         with DerpSession.open(app.http(), url, transport) as session:
@@ -435,10 +442,7 @@ def derp_login(app: App) -> Outcome:
 def derp_keys(app: App) -> Outcome:
     """--count connections at once: one server key on all of them, else several relays answer for one name
     without a mesh (clients connected to different ones cannot reach each other)."""
-    url = relay_url(app)
-    transport = working_transport(app, url)
-    if transport is None:
-        return skip("no transport reaches the relay (derp.verdict)")
+    url, transport = relay_transport(app)
     count = app.derp.count
     def server_key(_: int) -> str:
         with DerpSession.open(app.http(), url, transport) as session:
@@ -521,10 +525,7 @@ def derp_hold(app: App) -> Outcome:
     hold = app.derp.hold
     if hold <= 0:
         return skip("off (coderctl probe derp --hold 70 keeps a connection idle past the 60 s proxy timeout)")
-    url = relay_url(app)
-    transport = working_transport(app, url)
-    if transport is None:
-        return skip("no transport reaches the relay (derp.verdict)")
+    url, transport = relay_transport(app)
     name = TRANSPORT_NAMES[transport]
     try:
         with DerpSession.open(app.http(), url, transport) as session:

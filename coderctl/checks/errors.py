@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from coderctl.checks.base import Conclusion, Outcome, SkipCheck, Status
-from coderctl.clients.kube import KubeForbidden, KubeUnreachable
+from coderctl.clients.kube import KubeForbidden, KubeUnreachable, Resource
 from coderctl.errors import CoderctlError
-from coderctl.problems import Problem, code
+from coderctl.problems import Code, Problem, code
 
 KUBE_FORBIDDEN = code(
     "KUBE-FORBIDDEN", "error", "The Kubernetes API refused a read the check needs",
@@ -37,6 +38,15 @@ def forbidden_problem(exc: KubeForbidden) -> Problem:
         evidence=[f"{exc.verb} {exc.resource}{scope}: HTTP {exc.status} {exc.reason or 'Forbidden'}: {exc}"],
         fix=[f"grant {exc.verb} on {exc.resource} to this user (docs/rbac.md has the Role verify needs)",
              f"kubectl auth can-i {exc.verb} {exc.resource}{where}"])
+
+
+def not_found(problem: Code, kind: str, resource: Resource, name: str, namespace: str, *, fix: Iterable[str],
+              message: str | None = None, evidence: Iterable[str] = ()) -> Problem:
+    """`problem` for an object the API answered 404 for: "Kind namespace/name not found" unless `message` says
+    more, the GET as the last evidence."""
+    return problem(message or f"{kind} {namespace}/{name} not found",
+                   evidence=[*evidence, f"GET {resource.plural}/{name} in namespace {namespace}: 404 Not Found"],
+                   fix=fix)
 
 
 def outcome_for(exc: Exception) -> Outcome:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl import discovery
-from coderctl.checks.base import Outcome, SkipCheck, check, found, ok
-from coderctl.checks.coder import COD_ACCESS_URL_UNSET, COD_WILDCARD_URL_UNSET
-from coderctl.clients.kube import CONFIGMAPS, DEPLOYMENTS, KubeNotFound
+from coderctl.checks.base import Outcome, SkipCheck, check, found
+from coderctl.checks.coder import COD_ACCESS_URL_UNSET, COD_WILDCARD_URL_UNSET, coder_container_where
+from coderctl.checks.errors import not_found
+from coderctl.clients.kube import CONFIGMAPS, DEPLOYMENTS, INGRESSES, KubeNotFound
 from coderctl.context import App
 from coderctl.snapshot import snapshot
 from coderctl.facts.hosts import host_matches, host_under, url_host
@@ -122,8 +123,7 @@ def _service_ports(app: App) -> tuple[set[int], set[str]]:
 
 
 def _ingress_missing(app: App, name: str, fix: str) -> Problem:
-    return ING_MISSING(f"Ingress {app.namespace}/{name} not found",
-                       evidence=[f"GET ingresses/{name} in namespace {app.namespace}: 404 Not Found"], fix=[fix])
+    return not_found(ING_MISSING, "Ingress", INGRESSES, name, app.namespace, fix=[fix])
 
 
 def _check_route(app: App, ingress_name: str, host: str, what: str) -> Outcome:
@@ -170,9 +170,7 @@ def _check_route(app: App, ingress_name: str, host: str, what: str) -> Outcome:
             evidence=[f"{where} spec.ingressClassName: {klass}"],
             fix=[f"kubectl -n {app.namespace} patch ingress {ingress_name} --type merge "
                  "-p '{\"spec\":{\"ingressClassName\":\"nginx\"}}' (or in the HelmRelease values)"]))
-    if problems:
-        return found(problems, "", **data)
-    return ok(f"{host} -> Service {s.coder_service} via Ingress {ingress_name} (class nginx)", **data)
+    return found(problems, f"{host} -> Service {s.coder_service} via Ingress {ingress_name} (class nginx)", **data)
 
 
 def _discovered(fn: Any, app: App) -> str | None:
@@ -195,13 +193,11 @@ def ingress_access(app: App) -> Outcome:
     """The access Ingress: a rule for the access URL's host to the Coder Service's port, class nginx."""
     host = _access_host(app)
     if not host:
-        s = app.settings
         return found([COD_ACCESS_URL_UNSET(
             "no access URL to check the Ingress against (CODER_ACCESS_URL unset)",
-            evidence=[f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container} env "
-                      "CODER_ACCESS_URL: unset; no --access-url"],
-            fix=[f"set CODER_ACCESS_URL in the HelmRelease {app.namespace}/{s.coder_deployment} values, or pass "
-                 "--access-url"])], "")
+            evidence=[f"{coder_container_where(app)} env CODER_ACCESS_URL: unset; no --access-url"],
+            fix=[f"set CODER_ACCESS_URL in the HelmRelease {app.namespace}/{app.settings.coder_deployment} values, "
+                 "or pass --access-url"])], "")
     return _check_route(app, app.settings.access_ingress, host, "the access host")
 
 
@@ -210,11 +206,9 @@ def ingress_wildcard(app: App) -> Outcome:
     """The wildcard Ingress: a rule for a name under CODER_WILDCARD_ACCESS_URL to the Coder Service."""
     wildcard = _discovered(discovery.wildcard_url, app)
     if not wildcard:
-        s = app.settings
         return found([COD_WILDCARD_URL_UNSET(
             "CODER_WILDCARD_ACCESS_URL is not set, so workspace apps on subdomains cannot work",
-            evidence=[f"Deployment {app.namespace}/{s.coder_deployment} container {s.coder_container} env "
-                      "CODER_WILDCARD_ACCESS_URL: unset"],
+            evidence=[f"{coder_container_where(app)} env CODER_WILDCARD_ACCESS_URL: unset"],
             fix=["set it (e.g. *.xuperson.org) and add a wildcard Ingress"])], "")
     host = host_under(url_host(wildcard), "coderctl-probe")
     return _check_route(app, app.settings.wildcard_ingress, host, "the wildcard")
@@ -261,9 +255,7 @@ def ingress_timeouts(app: App) -> Outcome:
                 evidence=[f"{where}proxy-body-size: {values['proxy-body-size'] or 'unset'}"],
                 fix=[f"kubectl -n {app.namespace} annotate ingress {name} {ANNOTATION}proxy-body-size=0 --overwrite "
                      "(or in the HelmRelease values)"]))
-    if problems:
-        return found(problems, "", **data)
-    return ok("read/send timeouts >= 3600 s and no body size limit on both Ingresses", **data)
+    return found(problems, "read/send timeouts >= 3600 s and no body size limit on both Ingresses", **data)
 
 
 def _affected_by_cve_2025_1974(version: tuple[int, ...]) -> bool:
@@ -289,9 +281,8 @@ def ingress_controller(app: App) -> Outcome:
                 fix=[f"kubectl -n {s.ingress_namespace} edit configmap {s.ingress_controller}: add a derp entry to "
                      "the map, or drop the snippet"]))
     except KubeNotFound:
-        problems.append(ING_CONTROLLER_CONFIGMAP_MISSING(
-            f"{cm_name} not found", evidence=[f"GET configmaps/{s.ingress_controller} in namespace "
-                                              f"{s.ingress_namespace}: 404 Not Found"],
+        problems.append(not_found(
+            ING_CONTROLLER_CONFIGMAP_MISSING, "ConfigMap", CONFIGMAPS, s.ingress_controller, s.ingress_namespace,
             fix=["the controller reads its settings from it (--configmap): restore it from the ingress-nginx "
                  "HelmRelease"]))
     ing = _ingress(app, s.access_ingress) or {}
@@ -307,9 +298,9 @@ def ingress_controller(app: App) -> Outcome:
                 fix=[f"create ConfigMap {ref} or drop the annotation; ingress-nginx ignores the headers otherwise"]))
     dep = kube.get_or_none(DEPLOYMENTS, s.ingress_controller, s.ingress_namespace)
     if dep is None:
-        problems.append(ING_CONTROLLER_MISSING(
-            f"Deployment {s.ingress_namespace}/{s.ingress_controller} not found: version unknown",
-            evidence=[f"GET deployments/{s.ingress_controller} in namespace {s.ingress_namespace}: 404 Not Found"],
+        problems.append(not_found(
+            ING_CONTROLLER_MISSING, "Deployment", DEPLOYMENTS, s.ingress_controller, s.ingress_namespace,
+            message=f"Deployment {s.ingress_namespace}/{s.ingress_controller} not found: version unknown",
             fix=["kubectl get deployments -A -l app.kubernetes.io/name=ingress-nginx; set ingress_namespace / "
                  "ingress_controller in the profile"]))
     else:
@@ -324,6 +315,4 @@ def ingress_controller(app: App) -> Outcome:
                 evidence=[f"Deployment {s.ingress_namespace}/{s.ingress_controller} image: {image}"],
                 fix=["upgrade ingress-nginx to v1.11.5, v1.12.1 or later (the controller.image.tag of its "
                      "HelmRelease)"]))
-    if problems:
-        return found(problems, "", **data)
-    return ok(f"ConfigMaps present, controller {data.get('image', '?')}", **data)
+    return found(problems, f"ConfigMaps present, controller {data.get('image', '?')}", **data)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl.checks.base import Outcome, check, found, ok
-from coderctl.clients.kube import EVENTS, PODS, PVCS, KubeNotFound
+from coderctl.checks.errors import not_found
+from coderctl.clients.kube import EVENTS, PODS, PVCS, STATEFULSETS, KubeNotFound
 from coderctl.context import App
 from coderctl.snapshot import snapshot
 from coderctl.facts.kube import condition_true, quantity
@@ -63,9 +64,8 @@ def statefulset(app: App) -> Outcome:
     try:
         sts = snapshot(app).postgres_statefulset
     except KubeNotFound:
-        return found([PG_STATEFULSET_MISSING(
-            f"StatefulSet {app.namespace}/{s.postgres_statefulset} not found",
-            evidence=[f"GET statefulsets/{s.postgres_statefulset} in namespace {app.namespace}: 404 Not Found"],
+        return found([not_found(
+            PG_STATEFULSET_MISSING, "StatefulSet", STATEFULSETS, s.postgres_statefulset, app.namespace,
             fix=["check the PostgreSQL HelmRelease: Flux names the release <namespace>-<name>, so the chart's "
                  "objects are coder-coder-postgresql", f"kubectl -n {app.namespace} get statefulsets"])], "")
     desired = int((sts.get("spec") or {}).get("replicas", 1))
@@ -127,9 +127,8 @@ def pvc(app: App) -> Outcome:
     try:
         claim = app.kube().get(PVCS, name, app.namespace)
     except KubeNotFound:
-        return found([PG_PVC_MISSING(
-            f"PersistentVolumeClaim {app.namespace}/{name} not found",
-            evidence=[f"GET persistentvolumeclaims/{name} in namespace {app.namespace}: 404 Not Found"],
+        return found([not_found(
+            PG_PVC_MISSING, "PersistentVolumeClaim", PVCS, name, app.namespace,
             fix=["the StatefulSet creates it from its volumeClaimTemplates; check the StatefulSet's events: "
                  f"kubectl -n {app.namespace} describe statefulset/{s.postgres_statefulset}"])], "")
     status, spec = claim.get("status") or {}, claim.get("spec") or {}
@@ -163,6 +162,4 @@ def pvc(app: App) -> Outcome:
             fix=[f"kubectl -n {app.namespace} patch pvc {name} -p "
                  f"'{{\"spec\":{{\"resources\":{{\"requests\":{{\"storage\":\"{s.pvc_size}\"}}}}}}}}' "
                  "(the storage class must allow expansion), or set pvc_size in the profile"]))
-    if problems:
-        return found(problems, "", **data)
-    return ok(f"PVC {name} bound, {capacity} on {klass}", **data)
+    return found(problems, f"PVC {name} bound, {capacity} on {klass}", **data)

@@ -6,8 +6,8 @@ from typing import Any
 
 from coderctl import discovery
 from coderctl.checks.base import Outcome, check, found, ok, skip
-from coderctl.checks.errors import KUBE_FORBIDDEN
-from coderctl.clients.kube import KubeApiError, KubeNotFound
+from coderctl.checks.errors import KUBE_FORBIDDEN, not_found
+from coderctl.clients.kube import SECRETS, KubeApiError, KubeNotFound
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
 from coderctl.snapshot import snapshot
@@ -129,8 +129,8 @@ def secret_database(app: App) -> Outcome:
     try:
         data = discovery.secret_data(app, name)
     except KubeNotFound:
-        return found([SECRET_MISSING(
-            f"{where} not found", evidence=[f"GET secrets/{name} in namespace {app.namespace}: 404 Not Found"],
+        return found([not_found(
+            SECRET_MISSING, "Secret", SECRETS, name, app.namespace,
             fix=["the Infisical operator creates it: infisical.sync says why it did not",
                  f"kubectl -n {app.namespace} describe infisicalsecret {app.settings.infisical_secret}"])], "")
     missing = [k for k in KEYS if k not in data]
@@ -146,9 +146,7 @@ def secret_database(app: App) -> Outcome:
         problems.append(SECRET_KEY_EMPTY(
             f"Secret {name}: empty {', '.join(empty)}", evidence=[f"{where} key {k}: empty" for k in empty],
             fix=[infisical_set(app, *(INFISICAL_VARS[k] for k in empty)) + " and let the operator sync"]))
-    if problems:
-        return found(problems, "", **facts)
-    return ok(f"Secret {name} has {', '.join(KEYS)}", **facts)
+    return found(problems, f"Secret {name} has {', '.join(KEYS)}", **facts)
 
 
 def _postgres_services(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,10 +205,8 @@ def secret_consistency(app: App) -> Outcome:
                 evidence=[f"{where}: host {url.host}", f"Services in {ns}: {listed or 'none'}"],
                 fix=[f"use host {candidates[0]} in CODER_DATABASE_URL" if candidates
                      else "point the URL at the PostgreSQL Service", *then]))
-    if problems:
-        return found(problems, "", **facts)
-    return ok(f"URL for {url.user}@{url.host}:{url.port}/{url.database} matches the password and the Service",
-              **facts)
+    return found(problems, f"URL for {url.user}@{url.host}:{url.port}/{url.database} matches the password and the "
+                 "Service", **facts)
 
 
 def _infisical_secret(app: App) -> dict[str, Any] | None:
@@ -287,9 +283,10 @@ def infisical_token(app: App) -> Outcome:
     try:
         data = discovery.secret_data(app, name, ns)
     except KubeNotFound:
-        return found([INFISICAL_CREDENTIALS_MISSING(
-            f"Secret {ns}/{name} (the operator's Infisical credentials) not found",
-            evidence=[f"{owner} references Secret {ns}/{name}", f"GET secrets/{name} in namespace {ns}: 404 Not Found"],
+        return found([not_found(
+            INFISICAL_CREDENTIALS_MISSING, "Secret", SECRETS, name, ns,
+            message=f"Secret {ns}/{name} (the operator's Infisical credentials) not found",
+            evidence=[f"{owner} references Secret {ns}/{name}"],
             fix=[f"recreate it: kubectl -n {ns} create secret generic {name} "
                  + " ".join(f"--from-literal={k}=<{k}>" for k in keys)
                  + " (a service token or machine identity from Infisical)"])], "")

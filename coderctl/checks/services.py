@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from coderctl.checks.base import Outcome, check, found, ok
+from coderctl.checks.errors import not_found
+from coderctl.clients.kube import SERVICES
 from coderctl.context import App
 from coderctl.snapshot import snapshot
 from coderctl.facts.kube import lb_addresses, pool_contains
@@ -46,9 +48,8 @@ SVC_LB_UNEXPECTED_IP = code(
 def _service(app: App, name: str, namespace: str, expected_ip: str | None) -> Outcome:
     svc = snapshot(app).service(name, namespace)
     if svc is None:
-        return found([SVC_MISSING(f"Service {namespace}/{name} not found",
-                                  evidence=[f"GET services/{name} in namespace {namespace}: 404 Not Found"],
-                                  fix=[f"kubectl -n {namespace} get services"])], "")
+        return found([not_found(SVC_MISSING, "Service", SERVICES, name, namespace,
+                                fix=[f"kubectl -n {namespace} get services"])], "")
     spec = svc.get("spec") or {}
     kind = spec.get("type", "ClusterIP")
     addresses = lb_addresses(svc)

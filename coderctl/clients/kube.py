@@ -13,11 +13,11 @@ import copy
 import json
 import os
 import ssl
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
+from coderctl.clients import kube_watch
 from coderctl.clients.kube_errors import KubeAlreadyExists as KubeAlreadyExists
 from coderctl.clients.kube_errors import KubeApiError as KubeApiError
 from coderctl.clients.kube_errors import KubeConflict as KubeConflict
@@ -34,7 +34,6 @@ from coderctl.errors import ConfigError
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
 
-    from coderctl.clients.kube_watch import WatchEvent
 
 PatchKind = Literal["merge", "strategic", "json"]
 PATCH_CONTENT_TYPES: dict[str, str] = {
@@ -311,41 +310,11 @@ class KubeClient:
             options["propagationPolicy"] = propagation
         return dict(self.request("DELETE", resource.path(namespace, name), body=options))
 
-    # waits -----------------------------------------------------------------------------------------------
+    # waits: kube_watch's functions, bound as methods ---------------------------------------------------------
 
-    def watch(
-        self,
-        resource: Resource,
-        namespace: str | None = None,
-        *,
-        deadline: float,
-        name: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        resource_version: str | None = None,
-        known: builtins.list[dict[str, Any]] | None = None,
-    ) -> Iterator[WatchEvent]:
-        """(type, object) events until `deadline` (time.monotonic()), resuming across 410 Gone; see
-        kube_watch.watch. A generator: close it (or use contextlib.closing) to release the connection early."""
-        from coderctl.clients.kube_watch import watch
-
-        return watch(self, resource, namespace, deadline=deadline, name=name, label_selector=label_selector,
-                     field_selector=field_selector, resource_version=resource_version, known=known)
-
-    def wait_for(self, resource: Resource, namespace: str | None, name: str,
-                 predicate: Callable[[dict[str, Any]], bool], deadline: float, *,
-                 describe: Callable[[dict[str, Any] | None], str] | None = None) -> dict[str, Any]:
-        """The object once `predicate` holds for it; KubeWaitTimeout at `deadline` (see kube_watch)."""
-        from coderctl.clients.kube_watch import wait_for
-
-        return wait_for(self, resource, namespace, name, predicate, deadline, describe=describe)
-
-    def wait_deleted(self, resource: Resource, namespace: str | None, name: str, deadline: float, *,
-                     uid: str | None = None) -> None:
-        """Return once the object (with this `uid`, if given) is gone; KubeWaitTimeout at `deadline`."""
-        from coderctl.clients.kube_watch import wait_deleted
-
-        wait_deleted(self, resource, namespace, name, deadline, uid=uid)
+    watch = kube_watch.watch
+    wait_for = kube_watch.wait_for
+    wait_deleted = kube_watch.wait_deleted
 
 
 def transport_reason(exc: Exception) -> str:

@@ -59,7 +59,8 @@ def watch(
     list's items. After a 410 it lists again and yields what changed meanwhile: ADDED for objects it had not
     yielded, MODIFIED for objects whose resourceVersion moved, DELETED (with the last state seen) for objects
     gone; nothing for objects unchanged. A connection is opened within the client timeout; the generator
-    ends at the deadline. API errors other than 410 are raised (KubeForbidden, KubeNotFound, ...).
+    ends at the deadline (close it, or use contextlib.closing, to release the connection early). API errors
+    other than 410 are raised (KubeForbidden, KubeNotFound, ...).
     """
     selector = ",".join(s for s in (f"metadata.name={name}" if name else None, field_selector) if s)
     state: dict[Key, dict[str, Any]] = {}

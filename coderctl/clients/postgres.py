@@ -101,21 +101,15 @@ class DatabaseURL:
                 password_span = (user_end + 1, end_of_userinfo)
             pos = end_of_userinfo + 1
         host, pos = _host(url, pos)
-        terminator = url[pos] if pos < len(url) else ""
+        terminator = url[pos:pos + 1]
         port_raw = ""
         if terminator == ":":
-            port_end = _first_of(url, "/?,", pos + 1)
-            port_raw = url[pos + 1:port_end]
-            pos = port_end
-            terminator = url[pos] if pos < len(url) else ""
+            port_raw, pos, terminator = _component(url, pos, "/?,")
         if terminator == ",":
             raise UsageError("database URL: names several hosts; Coder's driver (lib/pq) connects to one")
         database_raw = ""
         if terminator == "/":
-            query_start = _first_of(url, "?", pos + 1)
-            database_raw = url[pos + 1:query_start]
-            pos = query_start
-            terminator = url[pos] if pos < len(url) else ""
+            database_raw, pos, terminator = _component(url, pos, "?")
         if "@" in url[end_of_userinfo + 1 if user_end >= 0 else start:]:
             raise _refuse("an '@' comes after the user name and password as libpq delimits them: an unencoded "
                           "'/' or '@' in the user name or password ends them early, and libpq would read the rest "
@@ -171,6 +165,13 @@ class DatabaseURL:
 def _first_of(text: str, chars: str, start: int) -> int:
     """Index of the first of `chars` at or after `start`, else len(text)."""
     return next((i for i in range(start, len(text)) if text[i] in chars), len(text))
+
+
+def _component(url: str, delimiter: int, stops: str) -> tuple[str, int, str]:
+    """The text after the delimiter at `delimiter` up to the first of `stops`: (text, where it ends, the
+    character that ends it, "" at the end of the URL)."""
+    end = _first_of(url, stops, delimiter + 1)
+    return url[delimiter + 1:end], end, url[end:end + 1]
 
 
 def _check_userinfo(userinfo: str, url: str, at: int) -> None:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from coderctl.clients.kube import DEPLOYMENTS, PODS, KubeClient, KubeError, Resource
+from coderctl.facts.kube import condition_true, conditions, match_labels_selector
+from coderctl.facts.pods import CANNOT_START_REASONS
 
 REPLICASETS = Resource("apps/v1", "replicasets")
 REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 POLL_INTERVAL = 0.25
-FATAL_WAITING = {"CreateContainerConfigError", "CreateContainerError", "InvalidImageName", "ErrImageNeverPull",
-                 "ImagePullBackOff", "ErrImagePull", "RunContainerError"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _look(kube: KubeClient, namespace: str, name: str,
     dep = kube.get(DEPLOYMENTS, name, namespace)
     meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
     replicas = int(spec.get("replicas", 1))
-    selector = ",".join(f"{k}={v}" for k, v in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items()))
+    selector = match_labels_selector(dep)
     owned = [rs for rs in kube.list(REPLICASETS, namespace, label_selector=selector or None)
              if _owned_by(rs, meta.get("uid", ""))]
     new_rs = _new_replicaset(dep, owned)
@@ -117,8 +117,7 @@ def _look(kube: KubeClient, namespace: str, name: str,
         new_replicaset=((new_rs or {}).get("metadata") or {}).get("name"), updated=len(new_pods),
         new_ready=sum(1 for p in new_pods if _ready(p)), old_pods=len(old_pods))
     if state.observed_generation >= state.generation:
-        progressing: dict[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+        progressing = conditions(dep).get("Progressing", {})
         if progressing.get("reason") == "ProgressDeadlineExceeded":
             return state, RolloutFailed(f"deployment {name} exceeded its progress deadline: {state.describe()}",
                                         state, reason="ProgressDeadlineExceeded")
@@ -167,8 +166,7 @@ def _deleting(pod: dict[str, Any]) -> bool:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return condition_true(pod, "Ready")[0] is True
 
 
 def _cannot_start(pod: dict[str, Any], crash_restarts: int) -> tuple[str, int, str] | None:
@@ -181,6 +179,6 @@ def _cannot_start(pod: dict[str, Any], crash_restarts: int) -> tuple[str, int, s
         detail = f"last exit {last.get('exitCode')} {last.get('reason', '')}".strip() if last else ""
         if reason == "CrashLoopBackOff" and restarts >= crash_restarts:
             return reason, restarts, detail
-        if reason in FATAL_WAITING:
+        if reason in CANNOT_START_REASONS:
             return reason, restarts, str(waiting.get("message") or "")[:200]
     return None

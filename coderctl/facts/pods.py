@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
+"""Waiting reasons of a container whose image cannot be pulled."""
+CANNOT_START_REASONS = IMAGE_PULL_REASONS | {"ErrImageNeverPull", "CreateContainerConfigError",
+                                             "CreateContainerError", "RunContainerError"}
+"""Waiting reasons that waiting does not cure: the container will not start until something is changed (unlike
+CrashLoopBackOff, which may be a start that is merely slow)."""
 
 PodTrouble = Literal["oomkilled", "image-pull", "crashloop", "not-ready"]
 

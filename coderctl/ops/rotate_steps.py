@@ -69,6 +69,21 @@ def app_role(run: Run) -> str:
     return str(run.state.get("login_new") or run.state["user_role"])
 
 
+def _pending_password(run: Run, name: str) -> str:
+    """A new password for Infisical's `name`, registered with the redactor and held until Infisical has it."""
+    password = new_password()
+    run.app.redact.add(password)
+    _PENDING[(run.record.id, name)] = password
+    return password
+
+
+def _set_role_password(w: World, run: Run, role: str, password: str) -> None:
+    """ALTER ROLE, then a login with the password proves it took."""
+    w.set_role_password(role, password, admin_candidates(w, run))
+    if not w.can_login(role, password):
+        raise RotateError(f"ALTER ROLE {role} ran, but the new password does not log in")
+
+
 def _where(run: Run) -> str:
     s = run.state["infisical"]
     return f"Infisical {s['environment']}:{s['path']}"
@@ -182,15 +197,8 @@ def _alter(name: str, role_first: bool) -> Action:
 
     def do(run: Run) -> str:
         w = _world(run)
-        if role_first:
-            password = new_password()
-            run.app.redact.add(password)
-            _PENDING[(run.record.id, name)] = password
-        else:
-            password = w.new_value(name)
-        w.set_role_password(role(run), password, admin_candidates(w, run))
-        if not w.can_login(role(run), password):
-            raise RotateError(f"ALTER ROLE {role(run)} ran, but the new password does not log in")
+        password = _pending_password(run, name) if role_first else w.new_value(name)
+        _set_role_password(w, run, role(run), password)
         return f"role {role(run)}: new password set (SCRAM verifier built here, SQL on stdin)"
 
     def is_done(run: Run) -> bool:
@@ -241,13 +249,7 @@ def _setup_roles() -> Action:
 
 def _alter_next() -> Action:
     def do(run: Run) -> str:
-        w = _world(run)
-        password = new_password()
-        run.app.redact.add(password)
-        _PENDING[(run.record.id, USER_PASSWORD)] = password
-        w.set_role_password(app_role(run), password, admin_candidates(w, run))
-        if not w.can_login(app_role(run), password):
-            raise RotateError(f"ALTER ROLE {app_role(run)} ran, but the new password does not log in")
+        _set_role_password(_world(run), run, app_role(run), _pending_password(run, USER_PASSWORD))
         return f"role {app_role(run)} (not in use): new password set"
 
     def undo(run: Run) -> str:

@@ -8,7 +8,6 @@ the values it needs in Infisical by the versions the record holds.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 import string
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from coderctl.clients.kube import DEPLOYMENTS, SECRETS
 from coderctl.errors import CoderctlError
+from coderctl.facts.kube import decoded_data
 
 if TYPE_CHECKING:
     from coderctl.clients.infisical import InfisicalClient, SecretVersion
@@ -130,17 +130,10 @@ class World:
 
     def secret_values(self) -> dict[str, str]:
         """The managed Secret's data now (never from the run's cache), by Infisical name."""
-        obj = self.app.kube().get(SECRETS, self.state["secret"], self.app.namespace)
-        out: dict[str, str] = {}
-        for name, key in SECRET_KEYS.items():
-            raw = (obj.get("data") or {}).get(key)
-            if raw is None:
-                continue
-            try:
-                out[name] = base64.b64decode(raw).decode("utf-8")
-            except (ValueError, UnicodeDecodeError):
-                out[name] = ""
-            self.app.redact.add(out[name])
+        data = decoded_data(self.app.kube().get(SECRETS, self.state["secret"], self.app.namespace))
+        out = {name: data[key] for name, key in SECRET_KEYS.items() if key in data}
+        for value in out.values():
+            self.app.redact.add(value)
         return out
 
     def secret_version(self) -> str:
