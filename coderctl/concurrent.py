@@ -35,6 +35,33 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T], deadline: float | None = N
     return list(results)
 
 
+class Overran(TimeoutError):
+    """`within` gave up waiting: the call goes on in its daemon thread, its result unused."""
+
+
+def within(fn: Callable[[], R], seconds: float) -> R:
+    """`fn()` in a daemon thread, waited for at most `seconds`; raises Overran after that, else what `fn`
+    returned or raised. For reads only: a write left running might still take effect after the caller gave up.
+    """
+    box: list[R | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        raise Overran(f"no complete answer in {seconds:g}s")
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def all_results(results: list[R | BaseException]) -> list[R]:
     """The results of `fan_out` when every call must have succeeded: the first failure is raised."""
     for result in results:

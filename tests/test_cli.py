@@ -127,18 +127,18 @@ def closed_port_kubeconfig(tmp_path: Path) -> Path:
 
 
 def test_closed_port_fails_cluster_reachable_quickly(tmp_path: Path) -> None:
+    """A refused connection is an answer: the check fails at once instead of waiting out --timeout."""
     kubeconfig = closed_port_kubeconfig(tmp_path)
-    start = time.monotonic()
     r = run_subprocess("--kubeconfig", str(kubeconfig), "--timeout", "2", "-o", "json", "verify",
                        "--only", "cluster")
-    elapsed = time.monotonic() - start
     assert r.code == 1, r.output
     doc = json.loads(r.stdout)
     status = {c["id"]: c["status"] for c in doc["checks"]}
     assert status["cluster.reachable"] == "fail"
     assert status["coder.deployment"] == status["coder.pods"] == "skip"
-    assert "connection refused" in next(c for c in doc["checks"] if c["id"] == "cluster.reachable")["detail"]
-    assert elapsed < 2 + 2, elapsed
+    reachable = next(c for c in doc["checks"] if c["id"] == "cluster.reachable")
+    assert "connection refused" in reachable["detail"]
+    assert reachable["duration_s"] < 2, reachable
 
 
 def test_json_output_is_one_document_on_stdout(tmp_path: Path) -> None:

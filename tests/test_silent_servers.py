@@ -69,3 +69,64 @@ def test_dns_consistency_costs_one_timeout_not_three(silent_api: Path) -> None:
     check = by_id(doc)["dns.consistency"]
     assert check["status"] == "error" and r.code == 1, check
     assert check["duration_s"] < 2 * TIMEOUT, check["detail"]  # one after the other: 3 x TIMEOUT
+
+
+@pytest.fixture
+def trickling_api(tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig whose API server answers every request one byte at a time, a byte every 0.2 s, forever:
+    each socket read succeeds, so only a bound on the whole answer ends the wait."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"z" * 100_000
+        with conn:
+            for byte in head:
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    path = tmp_path / "trickle.yaml"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: s, cluster: {{server: "http://127.0.0.1:{server.getsockname()[1]}"}}}}]
+users: [{{name: u, user: {{token: not-a-real-token}}}}]
+contexts: [{{name: s, context: {{cluster: s, user: u, namespace: coder}}}}]
+current-context: s
+""")
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def test_a_trickling_api_cannot_hold_a_command_that_has_no_check_deadline(trickling_api: Path) -> None:
+    """config show --discover reads the cluster outside the check runner; every read is bounded as a whole."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "coderctl", "--kubeconfig", str(trickling_api), "--timeout", "1",
+                           "-o", "json", "config", "show", "--discover"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert doc["values"]["access_url"]["value"] is None
+    assert any("no complete answer in 2s" in p for p in doc["problems"]), doc["problems"]

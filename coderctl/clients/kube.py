@@ -28,6 +28,7 @@ from coderctl.clients.kube_errors import KubeNotFound as KubeNotFound
 from coderctl.clients.kube_errors import KubeUnauthorized as KubeUnauthorized
 from coderctl.clients.kube_errors import KubeUnreachable as KubeUnreachable
 from coderctl.clients.kube_errors import KubeWaitTimeout as KubeWaitTimeout
+from coderctl.concurrent import Overran, within
 from coderctl.clients.kube_errors import api_error
 from coderctl.errors import ConfigError
 
@@ -77,6 +78,8 @@ HELMRELEASES = Resource("helm.toolkit.fluxcd.io/v2", "helmreleases")
 KUSTOMIZATIONS = Resource("kustomize.toolkit.fluxcd.io/v1", "kustomizations")
 IPADDRESSPOOLS = Resource("metallb.io/v1beta1", "ipaddresspools")
 LEASES = Resource("coordination.k8s.io/v1", "leases")
+
+READS = frozenset({"GET", "HEAD"})
 
 
 def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
@@ -204,15 +207,23 @@ class KubeClient:
         url = self.url(path, query)
         headers = {"Accept": "application/json", "Content-Type": content_type, **self.auth_headers()}
         t = timeout or self.timeout
+
+        def send() -> tuple[int, bytes]:
+            response = self.api.rest_client.request(method, url, headers=headers, body=body,
+                                                    _request_timeout=(t, t))
+            return response.status, response.read()
+
         try:
-            response = self.api.rest_client.request(
-                method, url, headers=headers, body=body, _request_timeout=(t, t)
-            )
-            data = response.read()
+            # The socket timeouts bound each connect and each read, not the answer: a server that trickles a
+            # byte a second would hold a read forever. A read gets connect + read time in all; a write is
+            # waited for, since one given up on could still take effect.
+            status, data = within(send, 2 * t) if method in READS else send()
         except urllib3.exceptions.HTTPError as exc:
             raise KubeUnreachable(f"cannot reach the Kubernetes API at {self.host}: {transport_reason(exc)}") from None
-        if response.status >= 400:
-            raise api_error(method, path, response.status, data)
+        except Overran as exc:
+            raise KubeUnreachable(f"cannot reach the Kubernetes API at {self.host}: {exc}") from None
+        if status >= 400:
+            raise api_error(method, path, status, data)
         if raw:
             return data.decode("utf-8", "replace")
         return json.loads(data) if data else {}

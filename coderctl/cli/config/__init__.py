@@ -56,14 +56,18 @@ def _with_discovered(rows: list[dict[str, Any]], discovered: dict[str, object]) 
 
 def _discover(app: App) -> tuple[dict[str, object], list[str]]:
     """What the cluster tells for the discoverable keys that are unset, and why some could not be read; the
-    run's settings stay as they are (frozen)."""
+    run's settings stay as they are (frozen). The keys are asked at once, under one deadline."""
+    import importlib
+    import time
     from collections.abc import Callable
 
     from coderctl import discovery
+    from coderctl.cli.checkrun import KUBE_CLIENT_MODULES
+    from coderctl.concurrent import fan_out
 
     def infisical(field: str) -> Callable[[App], object]:
         def read(a: App) -> object:
-            target = discovery.infisical_target(a)
+            target = a.cached("infisical-target", lambda: discovery.infisical_target(a))
             if field == "token_secret":
                 return "/".join(target.token_secret) if target.token_secret else None
             return getattr(target, field)
@@ -74,17 +78,17 @@ def _discover(app: App) -> tuple[dict[str, object], list[str]]:
         ("database_url", discovery.database_url),
     ]
     readers += [(f"infisical_{f}", infisical(f)) for f in ("host", "environment", "path", "token_secret")]
+    wanted = [(key, read) for key, read in readers if not app.settings.values[key].value]
+    for module in KUBE_CLIENT_MODULES:
+        importlib.import_module(module)  # not on the clock
+    deadline = time.monotonic() + 2 * app.timeout + 1
+    answers = fan_out(lambda kr: kr[1](app), wanted, deadline=deadline)
     discovered: dict[str, object] = {}
     problems: list[str] = []
-    for key, read in readers:
-        if app.settings.values[key].value:
-            continue
-        try:
-            value = read(app)
-        except Exception as exc:
-            problems.append(f"{key}: {app.redact(str(exc))}")
-            continue
-        if value:
+    for (key, _), value in zip(wanted, answers, strict=True):
+        if isinstance(value, BaseException):
+            problems.append(f"{key}: {app.redact(str(value))}")
+        elif value:
             discovered[key] = value
     return discovered, problems
 
