@@ -1,6 +1,7 @@
 """Backup throughput and memory: coderctl next to the commands it replaces, on one generated database.
 
     .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--no-verify] [--keep DIR]
+                                          [--bucket]
 
 Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like schema grown to about
 --size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run and
@@ -9,6 +10,12 @@ are measured, each against the raw command at the same level):
 
   raw pg_dump -Fc -ZN -f FILE                              vs  coderctl backup create --via direct --compress N
   kubectl exec ... -- pg_dump -Fc -ZN > FILE (lab API)     vs  coderctl backup create --via exec --compress N
+
+With --bucket, also against a real S3-compatible server on loopback (`rclone serve s3`, tests/lab/s3.py):
+
+  pg_dump -Fc -ZN | boto3 upload_fileobj (the same library's plain upload)  vs  coderctl backup create --to s3://...
+
+(the directory destination is the `--via direct` row above). rclone runs on the same CPUs.
 
 coderctl runs as a real process (its start-up counts) and reads every archive back while it arrives
 (header, TOC, every block decompressed, COPY rows counted), which the raw commands do not; its peak RSS is
@@ -40,6 +47,11 @@ import trustme  # noqa: E402
 from lab.deployment import MANIFESTS, bitnami_pod_env, lab_database_values  # noqa: E402
 from lab.kubeapi import FakeKubeAPI, lab_values, load_manifests  # noqa: E402
 from lab.postgres import LabPostgres  # noqa: E402
+from lab.s3 import LabS3  # noqa: E402
+
+PLAIN_UPLOAD = ("import boto3, sys; from botocore.config import Config; "
+                "boto3.client('s3', config=Config(s3={'addressing_style': 'path'})).upload_fileobj("
+                "sys.stdin.buffer, sys.argv[1], sys.argv[2])")
 
 
 @dataclass
@@ -100,12 +112,15 @@ def main() -> None:
     parser.add_argument("--no-verify", action="store_true",
                         help="also time coderctl with --no-verify (streaming alone, no read-back)")
     parser.add_argument("--keep", type=Path, default=None, help="leave the files here instead of a temp dir")
+    parser.add_argument("--bucket", action="store_true",
+                        help="also back up to a bucket of a local `rclone serve s3` (and its plain upload)")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="coderctl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     levels = [int(level) for level in args.levels.split(",") if level.strip()]
+    s3 = LabS3(work / "s3").start() if args.bucket else None
     with LabPostgres() as pg:
         values = lab_values()
         values.update(lab_database_values(pg))
@@ -117,14 +132,16 @@ def main() -> None:
             kubeconfig = api.write_kubeconfig(work / "kubeconfig")
             print("fixed costs, on the small seed database:", flush=True)
             seed = pg.data_size()
-            fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify)
+            fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3)
             t = time.perf_counter()
             data = pg.generate(args.size_mb * 1_000_000)
             print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
                   f"(PostgreSQL {pg.version})", flush=True)
-            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify)
+            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3)
         finally:
             api.stop()
+            if s3 is not None:
+                s3.stop()
     report(fixed, fixed_pairs, seed, title="the seed database: fixed costs (start-up, discovery, lookups)")
     report(rows, pairs, data, fixed={r.name: r for r in fixed})
     if args.keep is None:
@@ -132,7 +149,7 @@ def main() -> None:
 
 
 def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[int],
-            no_verify: bool) -> tuple[list[Row], dict[str, str]]:
+            no_verify: bool, s3: LabS3 | None = None) -> tuple[list[Row], dict[str, str]]:
     """Rows of timings, and which raw command each coderctl row is compared with."""
     pg_env = {**os.environ, **pg.env()}
     pg_dump = str(pg.bindir / "pg_dump")
@@ -167,6 +184,19 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
                  "--output-dir", str(out)], env=env, sample=True)
             if kubectl:
                 pairs[name] = f"kubectl exec -- pg_dump -Fc -Z{level} > FILE"
+    bucket = s3.bucket() if s3 is not None else ""
+    if s3 is not None:
+        s3env = {**env, **s3.env()}
+        for level in levels:
+            raw = f"pg_dump -Fc -Z{level} | boto3 upload_fileobj"
+            commands[raw] = lambda out, z=level: run(
+                ["sh", "-c", f'"{pg_dump}" -Fc -Z{z} | "{sys.executable}" -c "$0" "$1" "$2"', PLAIN_UPLOAD,
+                 bucket, f"{out.name}/plain.dump"], env={**pg_env, **s3.env()})
+            name = f"coderctl backup create --via direct --compress {level} --to s3://..."
+            commands[name] = lambda out, z=level: run(
+                [*coderctl, "backup", "create", "--via", "direct", "--compress", str(z), "--database-url", pg.url(),
+                 "--to", f"s3://{bucket}/{out.name}/"], env=s3env, sample=True)
+            pairs[name] = raw
     run([pg_dump, "-Fc", "-f", str(work / "warmup.dump")], env=pg_env)  # warm the database's cache
     (work / "warmup.dump").unlink()
     rows = {name: Row(name, [], 0) for name in commands}
@@ -177,7 +207,11 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
             seconds, peak = command(out)
             row = rows[name]
             row.times.append(seconds)
-            row.size = max(p.stat().st_size for p in out.iterdir() if p.suffix == ".dump")
+            uploaded = s3.root / "data" / bucket / out.name if s3 is not None else out
+            row.size = max(p.stat().st_size for d in (out, uploaded) if d.is_dir() for p in d.iterdir()
+                           if p.suffix == ".dump")
+            if s3 is not None:
+                shutil.rmtree(uploaded, ignore_errors=True)
             if peak:
                 row.peak_rss = max(row.peak_rss or 0, peak)
             shutil.rmtree(out)

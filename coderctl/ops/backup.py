@@ -1,8 +1,12 @@
 """`backup create`: prepare -> dump (streamed into NAME.partial, hashed and read back as it arrives) ->
 verify (exit status, end of dump, fsync, checksum of the file on disk) -> commit (rename, manifest).
 
+Into a bucket (`--to s3://BUCKET/PREFIX`) the dump streams into a multipart upload instead, read as it is
+sent, and the upload is completed only when pg_dump exited 0, the dump read whole and every part was stored
+(ops/s3upload.py); the manifest is written beside the object after it.
+
 Nothing appears under the final name unless every step passed; on any failure or interruption the
-partial file is removed and the pg_dump stopped, locally or in the pod.
+partial file is removed (the multipart upload aborted) and the pg_dump stopped, locally or in the pod.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.scan import DumpFacts
 from coderctl.ops.signals import Interrupted, interruptible, shielded
-from coderctl.ops.verifier import Follower, StreamCheck, VerifyFailed
+from coderctl.ops.storage import S3URL
+from coderctl.ops.verifier import Follower, Inline, StreamCheck, VerifyFailed
 
 Progress = Callable[[int], None]
 
@@ -40,6 +45,8 @@ class CreateOptions:
     metrics_file: Path | None = None
     db_address: str | None = None
     tag: str = ""
+    to: S3URL | None = None
+    """A bucket and prefix to stream to instead of output_dir."""
 
 
 @dataclass
@@ -59,14 +66,23 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.out: PartialFile | None = None
-        self.follower: Follower | None = None
+        self.upload: Any = None
+        self.follower: Follower | Inline | None = None
         self.database = ""
 
-    def discard(self) -> None:
+    def discard(self) -> str:
+        """Undo what the run wrote; '' when nothing is left, else what is (an upload that could not be aborted)."""
         if self.follower is not None:
             self.follower.abort()
         if self.out is not None:
             self.out.discard()
+        if self.upload is not None:
+            reason = self.upload.abort()
+            if reason:
+                return (f"the incomplete multipart upload of s3://{self.upload.bucket.name}/{self.upload.key} could "
+                        f"not be aborted ({reason}): remove it with coderctl backup cleanup "
+                        f"s3://{self.upload.bucket.name}/{self.upload.key.rpartition('/')[0]} --older-than 0")
+        return ""
 
 
 def default_dir() -> Path:
@@ -125,7 +141,7 @@ def create(app: App, opts: CreateOptions, progress: Progress | None = None,
         result = {"status": "ok", **base, **result}
     except BaseException as exc:
         with shielded():
-            attempt.discard()
+            left = attempt.discard()
         if isinstance(exc, Interrupted):
             message = f"interrupted by {exc.name}: the partial file was removed and pg_dump stopped"
             code = ExitCode.PROBLEMS
@@ -135,6 +151,10 @@ def create(app: App, opts: CreateOptions, progress: Progress | None = None,
             message, code = app.redact(str(exc)), exc.exit_code
         else:
             raise
+        if opts.to is not None:
+            message = message.replace("the partial file was removed", "the upload was aborted")
+        if left:
+            message, code = f"{message}; {left}", ExitCode.NEEDS_PERSON
         result = {"status": "failed", **base, "database": attempt.database or None, "error": message}
     duration = time.monotonic() - start
     result["duration_s"] = round(duration, 3)
@@ -145,6 +165,10 @@ def create(app: App, opts: CreateOptions, progress: Progress | None = None,
 
 def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, progress: Progress | None,
          start: float) -> dict[str, Any]:
+    if opts.to is not None:
+        from coderctl.ops.backup_s3 import run_s3
+
+        return run_s3(app, opts, journal, attempt, progress, start)
     with journal.step("prepare") as step:
         warnings: list[str] = []
         out_dir = private_dir(opts.output_dir, warn=warnings.append)
@@ -175,12 +199,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
 
         started = time.monotonic()
         coder = _Background(lambda: coder_version(app))
-        if source.target is not None:
-            dump.via_exec(app, source.target, opts.fmt, sink, opts.compress)
-        else:
-            assert source.pg_dump is not None
-            dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink,
-                            opts.compress)
+        run_dump(app, source, opts, sink)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
     with journal.step("verify") as step:
@@ -190,16 +209,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         if verification.status == "skipped":
             step.status = "skipped"
         version = coder.result()
-    record = mf.Manifest(
-        file=final.name, created_at=mf.format_time(moment), duration_s=0.0, via=source.via, format=opts.fmt,
-        database=source.url.database, size=out.size, sha256=digest.hexdigest(), verification=verification,
-        server_version=(facts.server_version if facts else None) or source.server_version,
-        pg_dump_version=(facts.pg_dump_version if facts else None) or (
-            source.pg_dump.version if source.pg_dump else None),
-        coder_version=version, compression=opts.compress if opts.fmt == "custom" else None,
-        source=_source_record(source), tables=facts.tables if facts else None,
-        coderctl=__version__,
-    )
+    record = _manifest(final.name, moment, source, opts, out.size, digest.hexdigest(), verification, facts, version)
     with journal.step("commit") as step:
         record.duration_s = round(time.monotonic() - start, 3)
         with PartialFile(mf.manifest_path(final)) as manifest_out:  # written first: renames are all that is left
@@ -212,6 +222,29 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
             "size": out.size, "sha256": record.sha256, "verified": verification.status == "ok",
             "tables": len(record.tables or {}), "rows": sum((record.tables or {}).values()),
             "server_version": record.server_version, "coder_version": version}
+
+
+def run_dump(app: App, source: _Source, opts: CreateOptions, sink: dump.Sink) -> None:
+    """pg_dump from the pod or locally into `sink`; StepFailed unless it exited 0."""
+    if source.target is not None:
+        dump.via_exec(app, source.target, opts.fmt, sink, opts.compress)
+    else:
+        assert source.pg_dump is not None
+        dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink, opts.compress)
+
+
+def _manifest(name: str, moment: Any, source: _Source, opts: CreateOptions, size: int, sha256: str,
+              verification: mf.Verification, facts: DumpFacts | None, version: str | None) -> mf.Manifest:
+    return mf.Manifest(
+        file=name, created_at=mf.format_time(moment), duration_s=0.0, via=source.via, format=opts.fmt,
+        database=source.url.database, size=size, sha256=sha256, verification=verification,
+        server_version=(facts.server_version if facts else None) or source.server_version,
+        pg_dump_version=(facts.pg_dump_version if facts else None) or (
+            source.pg_dump.version if source.pg_dump else None),
+        coder_version=version, compression=opts.compress if opts.fmt == "custom" else None,
+        source=_source_record(source), tables=facts.tables if facts else None,
+        coderctl=__version__,
+    )
 
 
 def _free_name(directory: Path, database: str, moment: Any, opts: CreateOptions) -> Path:

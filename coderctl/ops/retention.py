@@ -17,11 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from coderctl.errors import ExitCode, UsageError
+from coderctl.errors import CoderctlError, ExitCode, UsageError
 from coderctl.ops import manifest as mf
-from coderctl.ops.catalog import Entry, scan
-from coderctl.ops.files import fsync_dir, sha256_file
+from coderctl.ops.catalog import Entry, scan, scan_s3
+from coderctl.ops.files import fsync_dir
 from coderctl.ops.journal import Journal, Outcome
+from coderctl.ops.storage import S3URL
 
 RULES: tuple[tuple[str, Callable[[datetime, int], str]], ...] = (
     ("last", lambda t, i: str(i)),
@@ -102,9 +103,12 @@ def check_checksum(entry: Entry) -> bool:
     """Hash the file and record the result in the entry (`ok`, `mismatch`, or `unreadable`)."""
     assert entry.manifest is not None
     try:
-        same = sha256_file(entry.path) == entry.manifest.sha256
+        same = entry.sha256() == entry.manifest.sha256
     except OSError as exc:
         entry.checksum, entry.detail = "unreadable", exc.strerror or str(exc)
+        return False
+    except CoderctlError as exc:
+        entry.checksum, entry.detail = "unreadable", str(exc)
         return False
     entry.checksum = "ok" if same else "mismatch"
     if not same:
@@ -112,10 +116,17 @@ def check_checksum(entry: Entry) -> bool:
     return same
 
 
-def prune(directory: Path, policy: Policy, *, dry_run: bool, journal: Journal | None = None) -> Outcome:
+def prune(directory: Path | S3URL, policy: Policy, *, dry_run: bool, journal: Journal | None = None,
+          bucket: Any = None) -> Outcome:
+    """Apply `policy` to a directory, or to an s3:// prefix (with its `bucket`)."""
     journal = journal or Journal()
     start = time.monotonic()
-    entries = scan(directory, checksums=False)
+    if isinstance(directory, S3URL):
+        entries = scan_s3(bucket, directory, checksums=False)
+        where = f"s3://{directory.bucket}/{directory.prefix}"
+    else:
+        entries = scan(directory, checksums=False)
+        where = str(directory)
     decisions = decide(entries, policy, intact=check_checksum)
     removed: list[str] = []
     failed: list[str] = []
@@ -123,12 +134,13 @@ def prune(directory: Path, policy: Policy, *, dry_run: bool, journal: Journal | 
         if d.keep or dry_run:
             continue
         try:
-            d.entry.path.unlink(missing_ok=True)
-            mf.manifest_path(d.entry.path).unlink(missing_ok=True)
+            d.entry.remove()
             removed.append(d.entry.name)
         except OSError as exc:
             failed.append(f"{d.entry.name}: {exc.strerror}")
-    if removed:
+        except CoderctlError as exc:
+            failed.append(f"{d.entry.name}: {exc}")
+    if removed and isinstance(directory, Path):
         fsync_dir(directory.expanduser())
     untouched = [e.name for e in entries if not e.complete or e.time is None]
     journal.note("decide", "ok", f"{sum(d.keep for d in decisions)} kept, "
@@ -137,7 +149,8 @@ def prune(directory: Path, policy: Policy, *, dry_run: bool, journal: Journal | 
         journal.note("remove", "failed" if failed else "ok",
                      "; ".join(failed) if failed else f"{len(removed)} removed")
     result: dict[str, Any] = {
-        "status": "failed" if failed else "ok", "dry_run": dry_run, "directory": str(directory),
+        "status": "failed" if failed else "ok", "dry_run": dry_run,
+        "directory": where,
         "policy": policy.counts(),
         "backups": [{"file": d.entry.name, "created_at": mf.format_time(d.entry.time) if d.entry.time else None,
                      "action": "keep" if d.keep else ("would remove" if dry_run else "removed"),

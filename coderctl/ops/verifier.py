@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -255,6 +257,59 @@ class Follower(threading.Thread):
         self.check.close()
 
 
+class Inline(threading.Thread):
+    """Streams the bytes handed to `feed()` through a StreamCheck on its own thread (an upload has no file to
+    read back): the dump never waits for the check unless it is 16 chunks behind, so memory stays bounded."""
+
+    def __init__(self, check: StreamCheck, depth: int = 16) -> None:
+        super().__init__(name="inline-check", daemon=True)
+        self.check = check
+        self.error = ""
+        self.read = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._cancelled = False
+
+    def feed(self, chunk: bytes) -> None:
+        while not self._cancelled:
+            try:
+                self._queue.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        _lower_priority()
+        while (chunk := self._queue.get()) is not None:
+            if self._cancelled:
+                return
+            self.read += len(chunk)
+            if self.error:
+                continue
+            try:
+                self.check.feed(chunk)
+            except VerifyFailed as exc:
+                self.error = str(exc)
+
+    def finish(self) -> DumpFacts:
+        """Wait until every chunk is checked; the facts, or VerifyFailed."""
+        self.feed(None)  # type: ignore[arg-type]
+        self.join()
+        try:
+            if self.error:
+                raise VerifyFailed(self.error)
+            return self.check.finish()
+        finally:
+            self.check.close()
+
+    def abort(self) -> None:
+        self._cancelled = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self.check.abort()
+        self.join(timeout=5)
+        self.check.close()
+
+
 @dataclass
 class FileCheck:
     size: int
@@ -269,23 +324,36 @@ class FileCheck:
 
 def read_file(path: Path, fmt: str, *, full: bool = True, progress: Any = None) -> FileCheck:
     """Hash the file and (with `full`) stream it through StreamCheck. A failed read is `error`, not raised."""
+    def chunks() -> Iterator[bytes]:
+        with open(path, "rb", buffering=0) as fh:
+            while chunk := fh.read(READ_CHUNK):
+                yield chunk
+
+    return read_stream(chunks(), fmt, full=full, progress=progress)
+
+
+def read_stream(chunks: Iterable[bytes], fmt: str, *, full: bool = True, progress: Any = None,
+                copy: Callable[[bytes], None] | None = None) -> FileCheck:
+    """As read_file, for bytes from anywhere (a download); `copy` also receives every chunk (a local copy).
+    A failed check is `error`; a failed read raises."""
     digest = hashlib.sha256()
     size = 0
     facts: DumpFacts | None = None
     error = ""
     check = StreamCheck(fmt) if full else None
     try:
-        with open(path, "rb", buffering=0) as fh:
-            while chunk := fh.read(READ_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if check is not None and not error:
-                    try:
-                        check.feed(chunk)
-                    except VerifyFailed as exc:
-                        error = str(exc)
-                if progress is not None:
-                    progress(size)
+        for chunk in chunks:
+            digest.update(chunk)
+            size += len(chunk)
+            if copy is not None:
+                copy(chunk)
+            if check is not None and not error:
+                try:
+                    check.feed(chunk)
+                except VerifyFailed as exc:
+                    error = str(exc)
+            if progress is not None:
+                progress(size)
         if check is not None and not error:
             try:
                 facts = check.finish()

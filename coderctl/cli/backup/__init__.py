@@ -47,9 +47,27 @@ def database_options(fn: F) -> F:
 
 
 def _dir(app: App, given: Path | None) -> Path:
+    from coderctl.errors import UsageError
     from coderctl.ops.backup import default_dir
+    from coderctl.ops.storage import is_s3
 
+    if given is not None and str(given).startswith("s3:/"):
+        raise UsageError(f"--output-dir {given}: a bucket is given with --to s3://BUCKET/PREFIX")
+    if given is None and is_s3(app.settings.backup_dir):
+        return default_dir()  # a restore's safety backup and downloaded copy stay local
     return given or (Path(app.settings.backup_dir).expanduser() if app.settings.backup_dir else default_dir())
+
+
+def _where(app: App, given: str | None) -> Any:
+    """A directory (Path) or a bucket prefix (S3URL): the argument, else the backup_dir setting, else the
+    default directory."""
+    from coderctl.ops.backup import default_dir
+    from coderctl.ops.storage import S3URL, is_s3
+
+    text = given or app.settings.backup_dir
+    if is_s3(text):
+        return S3URL.parse(str(text))
+    return Path(text).expanduser() if text else default_dir()
 
 
 def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
@@ -69,6 +87,9 @@ def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
 @database_options
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="where to write [default: backup_dir setting, else $XDG_DATA_HOME/coderctl/backups]")
+@click.option("--to", "to", default=None, metavar="DIR|s3://BUCKET/PREFIX",
+              help="where to write: a directory, or a bucket (credentials from the AWS environment variables or "
+                   "shared files, AWS_ENDPOINT_URL for S3-compatible servers) [default: as --output-dir]")
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True,
               help="pg_dump archive (-Fc, compressed) or plain SQL")
 @click.option("--compress", type=click.IntRange(0, 9), default=1, show_default=True, metavar="0-9",
@@ -78,21 +99,28 @@ def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="write Prometheus textfile metrics here (node_exporter textfile collector)")
 @click.pass_obj
-def create(app: App, via: str, output_dir: Path | None, fmt: str, compress: int, no_verify: bool,
+def create(app: App, via: str, output_dir: Path | None, to: str | None, fmt: str, compress: int, no_verify: bool,
            metrics_file: Path | None) -> int:
     """Dump the Coder database to DIR/DATABASE-TIME.dump with a manifest, checked before it gets its name.
 
     The dump is streamed to NAME.partial, read back in full while it arrives, fsynced, and only then
     renamed; the manifest NAME.json holds its SHA-256, versions and row counts. Ctrl-C or SIGTERM
-    removes the partial file and stops pg_dump (exit 1).
+    removes the partial file and stops pg_dump (exit 1). With --to s3://BUCKET/PREFIX the dump streams
+    into a multipart upload that is completed only once the dump is proven whole, else aborted.
     """
     from coderctl import render
+    from coderctl.errors import UsageError
     from coderctl.ops.backup import CreateOptions
     from coderctl.ops.backup import create as run
+    from coderctl.ops.storage import S3URL
 
-    opts = CreateOptions(output_dir=_dir(app, output_dir), via=via, fmt=fmt, compress=compress,
-                         verify=not no_verify,
-                         metrics_file=metrics_file, db_address=app.settings.db_address)
+    if to and output_dir:
+        raise UsageError("give --to or --output-dir, not both")
+    where = _where(app, to) if to else (_dir(app, output_dir) if output_dir else _where(app, None))
+    remote = where if isinstance(where, S3URL) else None
+    opts = CreateOptions(output_dir=where if remote is None else Path(), via=via, fmt=fmt, compress=compress,
+                         verify=not no_verify, metrics_file=metrics_file, db_address=app.settings.db_address,
+                         to=remote)
     with render.TransferProgress(f"pg_dump via {via}", enabled=app.output == "text") as bar:
         outcome = run(app, opts, progress=bar.callback)
     r = outcome.result
@@ -103,7 +131,7 @@ def create(app: App, via: str, output_dir: Path | None, fmt: str, compress: int,
 
 
 @backup.command("verify")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), metavar="FILE|s3://BUCKET/KEY")
 @click.option("--restore-to", metavar="URL", default=None,
               help="also restore into this empty scratch database and compare its row counts")
 @click.pass_obj
@@ -111,10 +139,19 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
     """Check FILE against its manifest: size, SHA-256, a full read of the archive and its row counts."""
     from coderctl import render
     from coderctl.ops import manifest as mf
+    from coderctl.ops.storage import S3URL, is_s3
     from coderctl.ops.verify import verify
 
     if restore_to:
         app.redact.add(restore_to)
+    if is_s3(file):
+        from coderctl.ops import remote
+
+        with render.TransferProgress("downloading", enabled=app.output == "text") as bar:
+            outcome = remote.verify(app, S3URL.parse(file), restore_to, progress=bar.callback)
+        return _report(app, "backup verify", outcome, [f"{file}: intact, {outcome.result.get('tables')} tables, "
+                                                       f"{outcome.result.get('rows')} rows"
+                                                       + (", restored and counted" if restore_to else "")])
     path = mf.backup_file(file)
     with render.TransferProgress("reading", total=path.stat().st_size, enabled=app.output == "text") as bar:
         outcome = verify(app, path, restore_to, progress=bar.callback)
@@ -125,17 +162,26 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
 
 
 @backup.command("list")
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, metavar="[DIRECTORY|s3://BUCKET/PREFIX]")
 @click.option("--quick", is_flag=True, help="compare sizes with the manifests only; do not hash the files")
 @click.pass_obj
-def list_cmd(app: App, directory: Path | None, quick: bool) -> int:
-    """List the backups in DIRECTORY: name, age, size, via, verified, checksum state."""
+def list_cmd(app: App, directory: str | None, quick: bool) -> int:
+    """List the backups in DIRECTORY: name, age, size, via, verified, checksum state.
+
+    In a bucket, checking the checksums downloads every backup (--quick compares sizes only)."""
     from coderctl import render
     from coderctl.ops import manifest as mf
-    from coderctl.ops.catalog import scan
+    from coderctl.ops.catalog import scan, scan_s3
+    from coderctl.ops.storage import S3URL
 
-    where = _dir(app, directory)
-    entries = scan(where, checksums=not quick) if directory or where.is_dir() else []
+    where = _where(app, directory)
+    if isinstance(where, S3URL):
+        from coderctl.ops.s3 import open_bucket
+
+        entries = scan_s3(open_bucket(app, where), where, checksums=not quick)
+        where = f"s3://{where.bucket}/{where.prefix}"
+    else:
+        entries = scan(where, checksums=not quick) if directory or where.is_dir() else []
     now = mf.now_utc()
     bad = [e for e in entries if e.checksum not in ("ok", "unchecked")]
     if app.output == "json":
@@ -160,7 +206,7 @@ def _entry_json(e: Any) -> dict[str, Any]:
 
 
 @backup.command()
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, metavar="[DIRECTORY|s3://BUCKET/PREFIX]")
 @click.option("--keep-last", type=click.IntRange(min=0), default=0, metavar="N", help="keep the N newest")
 @click.option("--keep-daily", type=click.IntRange(min=0), default=0, metavar="N",
               help="keep the newest of each of the last N days with a backup")
@@ -170,15 +216,22 @@ def _entry_json(e: Any) -> dict[str, Any]:
               help="keep the newest of each of the last N months with a backup")
 @click.option("--dry-run", is_flag=True, help="only say what would be removed and why")
 @click.pass_obj
-def prune(app: App, directory: Path | None, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
+def prune(app: App, directory: str | None, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
           dry_run: bool) -> int:
     """Remove old backups, keeping the last/daily/weekly/monthly ones (like restic); never the newest verified."""
     from coderctl import render
     from coderctl.ops.retention import Policy
     from coderctl.ops.retention import prune as run
+    from coderctl.ops.storage import S3URL
 
-    where = _dir(app, directory)
-    outcome = run(where, Policy(keep_last, keep_daily, keep_weekly, keep_monthly), dry_run=dry_run)
+    where = _where(app, directory)
+    policy = Policy(keep_last, keep_daily, keep_weekly, keep_monthly)
+    bucket = None
+    if isinstance(where, S3URL):
+        from coderctl.ops.s3 import open_bucket
+
+        bucket = open_bucket(app, where)
+    outcome = run(where, policy, dry_run=dry_run, bucket=bucket)
     if app.output == "json":
         render.emit(app, "backup prune", result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
     else:
@@ -192,7 +245,7 @@ def prune(app: App, directory: Path | None, keep_last: int, keep_daily: int, kee
 
 
 @backup.command()
-@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.argument("file", type=click.Path(dir_okay=False), required=False, metavar="[FILE|s3://BUCKET/KEY]")
 @database_options
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--no-safety-backup", is_flag=True, help="skip the backup of the current database taken first")
@@ -210,7 +263,8 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
     restores in one transaction, compares row counts with the manifest, and scales Coder back, also when
     something fails. Every step is recorded in the cluster (docs/operations.md): a restore that was
     killed is listed by --list and finished with --resume ID or undone with --rollback ID, from any machine.
-    Exit 1: failed and put back; exit 3: the output says what a person must do.
+    A backup in a bucket is first downloaded into the backup directory, checked as it arrives, and restored
+    from that copy. Exit 1: failed and put back; exit 3: the output says what a person must do.
     """
     import sys
 
@@ -244,7 +298,15 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
         outcome = ops.resume(app, resume, confirm)
     else:
         assert file is not None
-        path = mf.backup_file(file)
+        from coderctl.ops.storage import S3URL, is_s3
+
+        if is_s3(file):
+            from coderctl.ops.remote import fetch
+
+            with render.TransferProgress("downloading", enabled=app.output == "text") as bar:
+                path = fetch(app, S3URL.parse(file), _dir(app, output_dir), progress=bar.callback)
+        else:
+            path = mf.backup_file(file)
         opts = ops.RestoreOptions(file=path, output_dir=_dir(app, output_dir), via=via,
                                   safety_backup=not no_safety_backup, db_address=app.settings.db_address)
         with render.TransferProgress("restoring", total=path.stat().st_size, enabled=app.output == "text") as bar:
@@ -253,6 +315,81 @@ def restore(app: App, file: str | None, via: str, yes: bool, no_safety_backup: b
     summary = [(f"restored {Path(r['file']).name} into {r.get('target')}: {r.get('tables')} tables, row counts "
                 f"match; Coder back to {r.get('replicas')} replica(s)")]
     return _report(app, "backup restore", outcome, summary)
+
+
+def _seconds(text: str) -> float:
+    from coderctl.errors import UsageError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--older-than {text!r}: expected a duration such as 0, 90m, 24h or 2d") from None
+
+
+_CLEANUP_EXAMPLES = ("Examples:\n\n\b\n  coderctl backup cleanup s3://coder-backups/coder/ --dry-run\n"
+                     "  coderctl backup cleanup s3://coder-backups/coder/ --older-than 0")
+_SYNC_EXAMPLES = ("Examples:\n\n\b\n  coderctl backup sync --from /srv/backups --to s3://coder-backups/coder/\n"
+                  "  coderctl backup sync --from s3://coder-backups/coder/ --to /srv/backups --dry-run")
+
+
+@backup.command(epilog=_CLEANUP_EXAMPLES)
+@click.argument("prefix", metavar="s3://BUCKET/PREFIX")
+@click.option("--older-than", default="24h", show_default=True, metavar="DURATION",
+              help="only uploads started longer ago than this (0: all; s, m, h, d)")
+@click.option("--dry-run", is_flag=True, help="only list them")
+@click.pass_obj
+def cleanup(app: App, prefix: str, older_than: str, dry_run: bool) -> int:
+    """Abort the incomplete multipart uploads under PREFIX (left by runs that could not abort them).
+
+    An incomplete upload is never visible as an object, but the server keeps (and bills) its parts until it
+    is aborted. `backup list` shows them as partial.
+    """
+    from coderctl import render
+    from coderctl.ops.remote import cleanup as run
+    from coderctl.ops.storage import S3URL
+
+    outcome = run(app, S3URL.parse(prefix), _seconds(older_than), dry_run=dry_run)
+    if app.output == "json":
+        render.emit(app, "backup cleanup", result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
+    else:
+        rows = [[u["key"], u["initiated"] or "-", u["action"]] for u in outcome.result["uploads"]]
+        render.print_table(["KEY", "STARTED", "ACTION"], rows, color=app.color,
+                           empty=f"no incomplete multipart uploads under {outcome.result['prefix']}")
+    if not outcome.ok:
+        click.echo(app.redact(f"coderctl: error: {outcome.message}"), err=True)
+    return int(outcome.code)
+
+
+@backup.command(epilog=_SYNC_EXAMPLES)
+@click.option("--from", "source", metavar="DIR|s3://BUCKET/PREFIX", help="where the backups are (required)")
+@click.option("--to", "target", metavar="s3://BUCKET/PREFIX|DIR", help="where they are missing (required)")
+@click.option("--dry-run", is_flag=True, help="only say what would be copied")
+@click.pass_obj
+def sync(app: App, source: str | None, target: str | None, dry_run: bool) -> int:
+    """Copy the backups (with their manifests) that --to lacks, between a directory and a bucket.
+
+    Each copy is checked against its manifest's SHA-256 as it is made and appears under its name only if it
+    matches; a backup already there with the same SHA-256 is left, one with another is a conflict (exit 1).
+    """
+    from coderctl import render
+    from coderctl.errors import UsageError
+    from coderctl.ops.sync import sync as run
+
+    if not source or not target:
+        raise UsageError("backup sync needs --from and --to (a directory and an s3://BUCKET/PREFIX)")
+    outcome = run(app, _where(app, source), _where(app, target), dry_run=dry_run)
+    if app.output == "json":
+        render.emit(app, "backup sync", result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
+    else:
+        rows = [[b["file"], render.human_bytes(b["size"]), b["action"]] for b in outcome.result["backups"]]
+        render.print_table(["NAME", "SIZE", "ACTION"], rows, color=app.color,
+                           empty=f"no backups in {outcome.result['from']}")
+    if not outcome.ok:
+        click.echo(app.redact(f"coderctl: error: {outcome.message}"), err=True)
+    return int(outcome.code)
 
 
 def _list_operations(app: App, command: str) -> int:

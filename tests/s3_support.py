@@ -1,0 +1,71 @@
+"""Fixtures of the bucket tests: one `rclone serve s3` per session, a fresh bucket per test, and an
+environment that points coderctl (and only coderctl) at it, with no network credential lookup possible."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clirun import Result, run_cli
+from lab.deployment import Lab
+from lab.s3 import LabS3, lab_s3_server
+
+SMALL_PARTS = str(8 * 1024)
+"""rclone accepts parts below S3's 5 MiB minimum: the lab's dump (about 70 kB) then spans several parts."""
+
+
+@pytest.fixture(scope="session")
+def lab_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabS3]:
+    with lab_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@dataclass
+class Bucket:
+    server: LabS3
+    name: str
+    lab: Lab
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.name}/backups/"
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
+        """coderctl -o json ARGS; outputs checked for every secret of the lab and of the bucket."""
+        r = run_cli(*self.lab.args("-o", "json"), *args, env=env)
+        self.assert_no_secrets(r.stdout, r.stderr)
+        assert "Traceback" not in r.output, r.output
+        try:
+            doc = json.loads(r.stdout) if r.stdout.strip() else {}
+        except ValueError:
+            doc = {}
+        return r, doc
+
+    def assert_no_secrets(self, *outputs: str) -> None:
+        self.lab.assert_no_secrets(*outputs)
+        for text in outputs:
+            assert self.server.secret_key not in text
+
+    def objects(self) -> list[str]:
+        return self.server.keys(self.name)
+
+    def uploads(self) -> list[str]:
+        return self.server.uploads(self.name)
+
+
+@pytest.fixture
+def s3(lab: Lab, lab_s3: LabS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Bucket:
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3",
+                "AWS_DEFAULT_REGION", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    for key, value in lab_s3.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CODERCTL_S3_PART_SIZE", SMALL_PARTS)
+    return Bucket(lab_s3, lab_s3.bucket(), lab)
