@@ -22,7 +22,6 @@ from coderctl.ops.catalog import read_s3_manifest
 from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.s3 import Bucket, open_bucket
-from coderctl.ops.signals import interruptible
 from coderctl.ops.storage import S3URL
 from coderctl.ops.verifier import FileCheck, read_stream
 
@@ -64,47 +63,38 @@ def verify(app: App, url: S3URL, restore_to: str | None = None, progress: Any = 
     from coderctl.ops import verify as local
 
     journal = journal or Journal()
-    start = time.monotonic()
     result: dict[str, Any] = {"file": str(url)}
-    try:
-        with interruptible():
-            key = backup_key(url)
-            target = local._empty_target(app, restore_to) if restore_to else None
-            bucket = open_bucket(app, url)
-            with journal.step("manifest") as step:
-                record = read_s3_manifest(bucket, key)
-                step.detail = f"{record.format} backup of {record.database} from {record.created_at} via {record.via}"
-            if target is None:
-                full = read_stream(bucket.chunks(key), record.format, progress=progress)
-                staged = None
-            else:
-                staged, full = _download_to_temp(bucket, key, record, progress)
-            try:
-                with journal.step("checksum") as step:
-                    step.detail = _check(bucket, key, record, full)
-                with journal.step("read-back") as step:
-                    step.detail = _read_back(record, full)
-                assert full.facts is not None
-                result.update({"format": record.format, "database": record.database,
-                               "created_at": record.created_at, "size": full.size, "sha256": full.sha256,
-                               "tables": len(full.facts.tables), "rows": full.facts.rows})
-                if target is not None and staged is not None:
-                    with journal.step("restore-to") as step:
-                        step.detail = local._restore_to(app, staged, record, target)
-                    result["restored_to"] = app.redact(restore_to or "")
-            finally:
-                if staged is not None:
-                    _remove_tree(staged.parent)
-        code, message = ExitCode.OK, ""
-    except CoderctlError as exc:
-        code, message = exc.exit_code, app.redact(str(exc))
-    except KeyboardInterrupt:
-        code, message = ExitCode.PROBLEMS, "interrupted"
-    result["status"] = "ok" if code == ExitCode.OK else "failed"
-    if message:
-        result["error"] = message
-    result["duration_s"] = round(time.monotonic() - start, 3)
-    return Outcome(int(code), result, journal.steps, message)
+
+    def work() -> None:
+        key = backup_key(url)
+        target = local._empty_target(app, restore_to) if restore_to else None
+        bucket = open_bucket(app, url)
+        with journal.step("manifest") as step:
+            record = read_s3_manifest(bucket, key)
+            step.detail = f"{record.format} backup of {record.database} from {record.created_at} via {record.via}"
+        if target is None:
+            full = read_stream(bucket.chunks(key), record.format, progress=progress)
+            staged = None
+        else:
+            staged, full = _download_to_temp(bucket, key, record, progress)
+        try:
+            with journal.step("checksum") as step:
+                step.detail = _check(bucket, key, record, full)
+            with journal.step("read-back") as step:
+                step.detail = _read_back(record, full)
+            assert full.facts is not None
+            result.update({"format": record.format, "database": record.database,
+                           "created_at": record.created_at, "size": full.size, "sha256": full.sha256,
+                           "tables": len(full.facts.tables), "rows": full.facts.rows})
+            if target is not None and staged is not None:
+                with journal.step("restore-to") as step:
+                    step.detail = local._restore_to(app, staged, record, target)
+                result["restored_to"] = app.redact(restore_to or "")
+        finally:
+            if staged is not None:
+                _remove_tree(staged.parent)
+
+    return local.verified(app, result, journal, work)
 
 
 def _download_to_temp(bucket: Bucket, key: str, record: mf.Manifest, progress: Any) -> tuple[Path, FileCheck]:

@@ -4,6 +4,7 @@ and with `--restore-to URL` a real restore into a scratch database whose row cou
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,24 @@ def verify(app: App, file: str | Path, restore_to: str | None = None, progress: 
            journal: Journal | None = None) -> Outcome:
     journal = journal or Journal()
     path = mf.backup_file(file)
-    start = time.monotonic()
     result: dict[str, Any] = {"file": str(path)}
+
+    def work() -> None:
+        target = _empty_target(app, restore_to) if restore_to else None
+        result.update(_run(app, path, target, journal, progress))
+        if target is not None:
+            result["restored_to"] = app.redact(restore_to or "")
+
+    return verified(app, result, journal, work)
+
+
+def verified(app: App, result: dict[str, Any], journal: Journal, work: Callable[[], None]) -> Outcome:
+    """Run a verification (`work` fills `result` and `journal`), interruptible; a failure or an interruption
+    becomes the outcome's status, error and exit code (a verification changes nothing: no way back needed)."""
+    start = time.monotonic()
     try:
         with interruptible():
-            target = _empty_target(app, restore_to) if restore_to else None
-            result.update(_run(app, path, target, journal, progress))
-            if target is not None:
-                result["restored_to"] = app.redact(restore_to or "")
+            work()
         code, message = ExitCode.OK, ""
     except CoderctlError as exc:
         code, message = exc.exit_code, app.redact(str(exc))
