@@ -177,3 +177,19 @@ def test_a_malformed_manifest_is_one_bad_entry(tmp_path: Path) -> None:
     assert set(broken) <= set(doc["result"]["untouched"])
     assert set(broken) <= remaining(tmp_path)
     assert remaining(tmp_path) == set(broken) | {names[at(4, 15, 14)], names[at(4, 15, 10)], names[at(4, 15)]}
+
+
+def test_backups_started_in_the_same_second_keep_their_order(tmp_path: Path) -> None:
+    """`-2` is the later of two backups made within one second: `--keep-last 1` keeps it, not the first."""
+    moment = at(3, 1)
+    first = make_backup(tmp_path, moment)
+    second_name = first.replace(".dump", "-2.dump")
+    (tmp_path / first).rename(tmp_path / second_name)
+    manifest = json.loads((tmp_path / f"{first}.json").read_text())
+    (tmp_path / f"{first}.json").unlink()
+    manifest["file"] = second_name
+    (tmp_path / f"{second_name}.json").write_text(json.dumps(manifest))
+    first_again = make_backup(tmp_path, moment)
+    assert first_again == first
+    prune(tmp_path, "--keep-last", "1")
+    assert remaining(tmp_path) == {second_name}

@@ -38,6 +38,7 @@ class Entry:
     def name(self) -> str:
         return self.path.name
 
+
     @property
     def location(self) -> str:
         return f"s3://{self.bucket.name}/{self.key}" if self.bucket is not None else str(self.path)
@@ -70,6 +71,11 @@ class Entry:
         return self.manifest is not None and self.manifest.verified and self.checksum in ("ok", "unchecked")
 
 
+def newest_first(e: Entry) -> tuple[bool, datetime, int, str]:
+    """Sort key (with reverse=True): by time, then by the -2, -3 of backups started within the same second."""
+    return e.time is not None, e.time or datetime.min, mf.sequence_from_name(e.name), e.name
+
+
 def scan(directory: Path, *, checksums: bool = True) -> list[Entry]:
     """Every backup, manifest without data, and leftover `.partial` file; newest first."""
     directory = directory.expanduser()
@@ -88,7 +94,7 @@ def scan(directory: Path, *, checksums: bool = True) -> list[Entry]:
     for p in partials:
         entries.append(Entry(p, mf.time_from_name(p.name[: -len(PARTIAL)]), p.stat().st_size, None, "partial",
                              "left by an interrupted run that could not clean up; safe to delete"))
-    entries.sort(key=lambda e: (e.time is not None, e.time or datetime.min, e.name), reverse=True)
+    entries.sort(key=newest_first, reverse=True)
     return entries
 
 
@@ -130,7 +136,7 @@ def scan_s3(bucket: Bucket, url: S3URL, *, checksums: bool = True) -> list[Entry
         entries.append(Entry(Path(name), mf.time_from_name(name), None, None, "partial",
                              f"incomplete multipart upload started{started}, never completed (an interrupted run); "
                              "coderctl backup cleanup removes it", bucket=bucket, key=u.key, upload_id=u.upload_id))
-    entries.sort(key=lambda e: (e.time is not None, e.time or datetime.min, e.name), reverse=True)
+    entries.sort(key=newest_first, reverse=True)
     return entries
 
 

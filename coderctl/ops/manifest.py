@@ -135,6 +135,14 @@ def backup_name(database: str, moment: datetime, fmt: str, tag: str = "") -> str
     return f"{safe}-{moment.astimezone(UTC).strftime(_STAMP)}{'-' + tag if tag else ''}{EXTENSIONS[fmt]}"
 
 
+def sequence_from_name(name: str) -> int:
+    """The -2, -3, ... that a backup started in the same second as another gets (1 without one): the order of
+    backups whose times are equal."""
+    match = _NAME.match(name.rpartition("/")[2])
+    tail = (match.group("tag") or "").rpartition("-")[2] if match else ""
+    return int(tail) if tail.isdigit() else 1
+
+
 def time_from_name(name: str) -> datetime | None:
     match = _NAME.match(name)
     if not match:

@@ -19,7 +19,7 @@ from typing import Any
 
 from coderctl.errors import CoderctlError, ExitCode, UsageError
 from coderctl.ops import manifest as mf
-from coderctl.ops.catalog import Entry, scan, scan_s3
+from coderctl.ops.catalog import Entry, newest_first, scan, scan_s3
 from coderctl.ops.files import fsync_dir
 from coderctl.ops.journal import Journal, Outcome
 from coderctl.ops.storage import S3URL
@@ -61,8 +61,7 @@ def decide(entries: list[Entry], policy: Policy, intact: Callable[[Entry], bool]
     passes it is protected. Without it the manifests' word is taken (the entries' own checksum state)."""
     if policy.empty:
         raise UsageError("no --keep-* option given: prune would remove every backup")
-    backups = sorted((e for e in entries if e.complete and e.time is not None),
-                     key=lambda e: e.time, reverse=True)  # type: ignore[arg-type, return-value]
+    backups = sorted((e for e in entries if e.complete and e.time is not None), key=newest_first, reverse=True)
     remaining = policy.counts()
     last_bucket: dict[str, str | None] = {name: None for name, _ in RULES}
     damaged: set[int] = set()
