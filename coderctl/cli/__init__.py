@@ -49,6 +49,7 @@ COMMANDS: dict[str, Lazy] = {
     "completion": Lazy("coderctl.cli.completion", "Print the shell completion script for SHELL."),
     "rotate-secrets": Lazy("coderctl.cli.rotate", "Rotate the database passwords across Infisical, the managed "
                                  "Secret, PostgreSQL and Coder."),
+    "watch": Lazy("coderctl.cli.watch", "Run the read-only checks on a schedule; serve /metrics, /healthz, /status."),
 }
 """The command table; `tests/test_cli_contract.py` checks each summary against the command's own."""
 
