@@ -251,12 +251,17 @@ def _mask_key_values(text: str) -> str:
         if value is None:
             continue
         literal = value.group()
-        if p.placeholder.fullmatch(literal.strip("\"'")) or (not equals and literal.rstrip() in ("{", "[")):
+        opener = literal.rstrip()
+        nested = not equals and opener in ("{", "[") and _CLOSERS[opener] in text[value.end():]
+        if p.placeholder.fullmatch(literal.strip("\"'")) or nested:
             continue  # a placeholder, or a nested object whose own keys are looked at one by one
         out.append(text[pos:value.start()] + _masked_literal(literal))
         pos = search = value.end()
     out.append(text[pos:])
     return "".join(out)
+
+
+_CLOSERS = {"{": "}", "[": "]"}
 
 
 def _starts_line(text: str, key_end_start: int) -> bool:

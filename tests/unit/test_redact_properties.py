@@ -108,6 +108,8 @@ def _no_placeholder(value: str) -> bool:
 @given(value=line_secrets.filter(_no_placeholder))
 @example(value="p ss word")
 @example(value="p@ss/w@rd")
+@example(value="[")
+@example(value="{")
 def test_structure_hides_unregistered_values(value: str) -> None:
     r = Redactor()
     assert r(f"dsn postgres://coder:{value}@db/coder") == f"dsn postgres://coder:{MASK}@db/coder"
