@@ -113,6 +113,11 @@ FIELDS: tuple[Field, ...] = (
           section="database"),
     # backups
     Field("backup_dir", None, "directory of backups [default: $XDG_DATA_HOME/coderctl/backups]", section="backup"),
+    Field("backup_destination", None, "where backup create writes and list/prune/verify look: a directory or "
+          "s3://BUCKET/PREFIX; wins over backup_dir [default: backup_dir]", section="backup"),
+    Field("s3_credentials_secret", None, "NAMESPACE/NAME (or NAME, in the namespace) of a Secret holding "
+          "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL); "
+          "used unless the environment sets AWS credentials", section="backup"),
     # network
     Field("resolve", [], "HOST:PORT:ADDRESS overrides, like curl --resolve", kind="list", section="network"),
     Field("nameserver", ["1.1.1.1", "8.8.8.8"], "DNS servers to ask (ADDRESS[:PORT])", kind="list",

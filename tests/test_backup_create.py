@@ -112,7 +112,7 @@ def test_metrics_file(lab: Lab, tmp_path: Path) -> None:
     r, doc = create(lab, tmp_path / "b", "--metrics-file", str(metrics))
     assert r.code == 0
     samples = _samples(metrics.read_text())
-    labels = '{namespace="coder",database="coder"}'
+    labels = '{namespace="coder",database="coder",destination="dir"}'
     assert samples[f"coderctl_backup_size_bytes{labels}"] == doc["result"]["size"]
     assert samples[f"coderctl_backup_verified{labels}"] == 1
     assert samples[f"coderctl_backup_last_run_success{labels}"] == 1

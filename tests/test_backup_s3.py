@@ -267,4 +267,5 @@ def test_no_credentials_is_a_configuration_error(s3: Bucket, monkeypatch: pytest
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     r, _doc = s3.run("backup", "list", s3.url)
     assert r.code == 2 and errors(r.stderr) == ["coderctl: error: no S3 credentials: set AWS_ACCESS_KEY_ID and "
-                                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a shared credentials file"]
+                                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a shared credentials file, "
+                                                "or the s3_credentials_secret setting"]

@@ -42,7 +42,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                        "coderctl rotate-secrets --list"),
 }
 
-OPTION_FIELDS = {"via": "db_via", "output_dir": "backup_dir"}
+OPTION_FIELDS = {"via": "db_via", "output_dir": "backup_dir", "to": "backup_destination"}
 """Options named otherwise than the setting they override."""
 
 

@@ -300,7 +300,8 @@ def _write_metrics(app: App, opts: CreateOptions, journal: Journal, result: dict
     assert opts.metrics_file is not None
     run = metrics.Run(finished=time.time(), success=code == ExitCode.OK, namespace=app.namespace,
                       database=str(result.get("database") or ""), duration_s=duration,
-                      size=int(result.get("size") or 0), verified=bool(result.get("verified")))
+                      size=int(result.get("size") or 0), verified=bool(result.get("verified")),
+                      **({"destination": "s3", "bucket": opts.to.bucket, "prefix": opts.to.prefix} if opts.to else {}))
     try:
         with journal.step("metrics") as step:
             metrics.write(opts.metrics_file, run)

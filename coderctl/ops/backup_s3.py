@@ -34,7 +34,8 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
         bucket = open_bucket(app, opts.to)
         source = backup._prepare(app, opts)
         attempt.database = source.url.database
-        step.detail = f"{source.describe}; {opts.fmt} format into {_where(opts.to)} at {bucket.endpoint}"
+        step.detail = (f"{source.describe}; {opts.fmt} format into {_where(opts.to)} at {bucket.endpoint} "
+                       f"(credentials: {bucket.credentials.origin})")
     moment = mf.now_utc()
     key = _free_key(bucket, opts.to, source.url.database, moment, opts)
     digest = hashlib.sha256()

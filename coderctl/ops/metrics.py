@@ -3,6 +3,9 @@
 Written atomically (temporary name in the same directory, then rename) so the collector never reads half a
 file. A failed run keeps the last success's values and only updates the `last_run` metrics, so alerts can
 fire both on a failure and on a success that is too old.
+
+Every sample is labelled with the namespace, the database and the destination (`dir` or `s3`; for a bucket,
+also its `bucket` and key `prefix`, which are configuration, never credentials).
 """
 
 from __future__ import annotations
@@ -36,13 +39,19 @@ class Run:
     duration_s: float = 0.0
     size: int = 0
     verified: bool = False
+    destination: str = "dir"
+    bucket: str = ""
+    prefix: str = ""
 
 
 def _labels(run: Run) -> str:
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-    return f'{{namespace="{esc(run.namespace)}",database="{esc(run.database)}"}}'
+    pairs = [("namespace", run.namespace), ("database", run.database), ("destination", run.destination)]
+    if run.destination == "s3":
+        pairs += [("bucket", run.bucket), ("prefix", run.prefix)]
+    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs) + "}"
 
 
 def previous_success(path: Path) -> dict[str, str]:

@@ -1,11 +1,13 @@
 """An S3-compatible bucket through boto3 (imported here only, when a command names an s3:// URL).
 
 Configuration is the AWS SDKs' own: credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
-AWS_SESSION_TOKEN, AWS_PROFILE and the shared credentials and config files (never from the command line);
-AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) for a server other than AWS; AWS_REGION, else AWS_DEFAULT_REGION
-or the config file. coderctl adds CODERCTL_S3_ADDRESSING_STYLE (path | virtual | auto; path when an endpoint
-is set, as MinIO, Ceph and rclone expect), CODERCTL_S3_SSE (AES256 | aws:kms), CODERCTL_S3_SSE_KMS_KEY_ID and
-CODERCTL_S3_PART_SIZE (bytes of the first parts, default 8 MiB).
+AWS_SESSION_TOKEN or AWS_PROFILE, else the Secret the s3_credentials_secret setting names (ops/s3creds.py), else
+the shared credentials and config files (never from the command line); AWS_ENDPOINT_URL (or
+AWS_ENDPOINT_URL_S3) for a server other than AWS; AWS_REGION, else AWS_DEFAULT_REGION or the config file (the
+Secret's endpoint and region come after the environment's). coderctl adds CODERCTL_S3_ADDRESSING_STYLE
+(path | virtual | auto; path when an endpoint is set, as MinIO, Ceph and rclone expect), CODERCTL_S3_SSE
+(AES256 | aws:kms), CODERCTL_S3_SSE_KMS_KEY_ID and CODERCTL_S3_PART_SIZE (bytes of the first parts, default
+8 MiB).
 
 Every failure becomes one line: wrong credentials and a missing bucket are configuration errors (exit 2), an
 endpoint that cannot be reached or a failed request an operation failure (exit 1).
@@ -14,7 +16,7 @@ endpoint that cannot be reached or a failed request an operation failure (exit 1
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from coderctl.context import App
 from coderctl.errors import CoderctlError, UsageError
 from coderctl.ops.files import READ_CHUNK
+from coderctl.ops.s3creds import Credentials, resolve
 from coderctl.ops.storage import S3URL
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
@@ -62,9 +65,14 @@ class Settings:
     part_size: int = 8 << 20
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, fallback: Mapping[str, str] | None = None) -> Settings:
+        """From the environment; endpoint and region from `fallback` (a credentials Secret) when it sets none."""
         env = os.environ
-        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+        secret = fallback or {}
+        endpoint = (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or secret.get("AWS_ENDPOINT_URL_S3")
+                    or secret.get("AWS_ENDPOINT_URL") or None)
+        region = (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or secret.get("AWS_REGION")
+                  or secret.get("AWS_DEFAULT_REGION") or None)
         addressing = env.get("CODERCTL_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
         if addressing not in ("path", "virtual", "auto"):
             raise UsageError(f"CODERCTL_S3_ADDRESSING_STYLE={addressing!r}: expected path, virtual or auto")
@@ -74,7 +82,7 @@ class Settings:
         part = env.get("CODERCTL_S3_PART_SIZE") or str(8 << 20)
         if not part.isdigit() or int(part) < 4096:
             raise UsageError(f"CODERCTL_S3_PART_SIZE={part!r}: expected a number of bytes (S3 needs 5 MiB or more)")
-        return cls(endpoint, env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None, addressing, sse,
+        return cls(endpoint, region, addressing, sse,
                    env.get("CODERCTL_S3_SSE_KMS_KEY_ID") or None, int(part))
 
     def encryption(self) -> dict[str, str]:
@@ -91,10 +99,12 @@ class Settings:
 class Bucket:
     """One bucket, one client. Methods raise S3Error / UsageError, never botocore's exceptions."""
 
-    def __init__(self, app: App, bucket: str, settings: Settings | None = None) -> None:
+    def __init__(self, app: App, bucket: str, settings: Settings | None = None,
+                 credentials: Credentials | None = None) -> None:
         self.app = app
         self.name = bucket
-        self.settings = settings or Settings.from_env()
+        self.credentials = credentials or Credentials("AWS default chain")
+        self.settings = settings or Settings.from_env(self.credentials.config)
         self._client: Any = None
 
     @property
@@ -112,13 +122,15 @@ class Bucket:
         from botocore.config import Config
 
         try:
-            session = boto3.session.Session(region_name=self.settings.region)
+            c = self.credentials
+            session = boto3.session.Session(aws_access_key_id=c.key_id, aws_secret_access_key=c.secret_key,
+                                            aws_session_token=c.token, region_name=self.settings.region)
             credentials = session.get_credentials()
         except Exception as exc:  # a malformed shared config file, an unknown AWS_PROFILE
             raise UsageError(f"S3 configuration: {self.app.redact(str(exc))}") from None
         if credentials is None:
             raise UsageError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-                             "with a shared credentials file")
+                             "with a shared credentials file, or the s3_credentials_secret setting")
         frozen = credentials.get_frozen_credentials()
         self.app.redact.add(frozen.secret_key, frozen.token)
         config = Config(
@@ -149,8 +161,8 @@ class Bucket:
             code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
             message = str(err.get("Message") or "").strip()
             if code in _AUTH_CODES:
-                return UsageError(f"{where} refused the credentials ({code}) while trying to {what}: check "
-                                  "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the key's permissions")
+                return UsageError(f"{where} refused the credentials ({code}) while trying to {what}: "
+                                  f"{self.credentials.hint()}")
             if code in _MISSING_BUCKET or (code in ("404", "NotFound") and what == "open the bucket"):
                 return UsageError(f"bucket {self.name} does not exist at {self.endpoint}: create it, or fix the "
                                   "s3:// URL or AWS_ENDPOINT_URL")
@@ -261,6 +273,7 @@ class Bucket:
 
 
 def open_bucket(app: App, url: S3URL) -> Bucket:
-    bucket = Bucket(app, url.bucket)
+    """The bucket of `url`, its credentials resolved (ops/s3creds.py) and checked by one request."""
+    bucket = Bucket(app, url.bucket, credentials=resolve(app))
     bucket.preflight()
     return bucket

@@ -46,28 +46,37 @@ def database_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _configured(app: App) -> str | None:
+    """The configured destination: backup_destination, else backup_dir (either a directory or s3://...)."""
+    value = app.settings.backup_destination or app.settings.backup_dir
+    return str(value) if value else None
+
+
 def _dir(app: App, given: Path | None) -> Path:
+    """A local directory (a restore's safety backup and downloaded copy): the flag, else the first of
+    backup_destination and backup_dir that is a directory, else the default directory."""
     from coderctl.errors import UsageError
     from coderctl.ops.backup import default_dir
     from coderctl.ops.storage import is_s3
 
     if given is not None and str(given).startswith("s3:/"):
         raise UsageError(f"--output-dir {given}: a bucket is given with --to s3://BUCKET/PREFIX")
-    if given is None and is_s3(app.settings.backup_dir):
-        return default_dir()  # a restore's safety backup and downloaded copy stay local
-    return given or (Path(app.settings.backup_dir).expanduser() if app.settings.backup_dir else default_dir())
+    if given is not None:
+        return given
+    local = [v for v in (app.settings.backup_destination, app.settings.backup_dir) if v and not is_s3(v)]
+    return Path(str(local[0])).expanduser() if local else default_dir()
 
 
 def _where(app: App, given: str | None) -> Any:
-    """A directory (Path) or a bucket prefix (S3URL): the argument, else the backup_dir setting, else the
-    default directory."""
+    """A directory (Path) or a bucket prefix (S3URL): the argument, else backup_destination, else backup_dir,
+    else the default directory."""
     from coderctl.ops.backup import default_dir
     from coderctl.ops.storage import S3URL, is_s3
 
-    text = given or app.settings.backup_dir
+    text = given or _configured(app)
     if is_s3(text):
         return S3URL.parse(str(text))
-    return Path(text).expanduser() if text else default_dir()
+    return Path(str(text)).expanduser() if text else default_dir()
 
 
 def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
@@ -86,10 +95,12 @@ def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
 @backup.command()
 @database_options
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="where to write [default: backup_dir setting, else $XDG_DATA_HOME/coderctl/backups]")
+              help="where to write (a directory) [default: as --to]")
 @click.option("--to", "to", default=None, metavar="DIR|s3://BUCKET/PREFIX",
-              help="where to write: a directory, or a bucket (credentials from the AWS environment variables or "
-                   "shared files, AWS_ENDPOINT_URL for S3-compatible servers) [default: as --output-dir]")
+              help="where to write: a directory, or a bucket (credentials from the AWS environment variables, "
+                   "the s3_credentials_secret Secret or shared files; AWS_ENDPOINT_URL for S3-compatible servers) "
+                   "[default: backup_destination setting (env: CODERCTL_BACKUP_DESTINATION), else backup_dir, "
+                   "else $XDG_DATA_HOME/coderctl/backups]")
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True,
               help="pg_dump archive (-Fc, compressed) or plain SQL")
 @click.option("--compress", type=click.IntRange(0, 9), default=1, show_default=True, metavar="0-9",
@@ -131,12 +142,15 @@ def create(app: App, via: str, output_dir: Path | None, to: str | None, fmt: str
 
 
 @backup.command("verify")
-@click.argument("file", type=click.Path(dir_okay=False), metavar="FILE|s3://BUCKET/KEY")
+@click.argument("file", type=click.Path(dir_okay=False), required=False, metavar="[FILE|s3://BUCKET/KEY]")
 @click.option("--restore-to", metavar="URL", default=None,
               help="also restore into this empty scratch database and compare its row counts")
 @click.pass_obj
-def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
-    """Check FILE against its manifest: size, SHA-256, a full read of the archive and its row counts."""
+def verify_cmd(app: App, file: str | None, restore_to: str | None) -> int:
+    """Check FILE against its manifest: size, SHA-256, a full read of the archive and its row counts.
+
+    Without FILE, the newest complete backup in the backup destination (backup_destination, else backup_dir,
+    else the default directory)."""
     from coderctl import render
     from coderctl.ops import manifest as mf
     from coderctl.ops.storage import S3URL, is_s3
@@ -144,6 +158,8 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
 
     if restore_to:
         app.redact.add(restore_to)
+    if file is None:
+        file = _newest(app)
     if is_s3(file):
         from coderctl.ops import remote
 
@@ -159,6 +175,27 @@ def verify_cmd(app: App, file: str, restore_to: str | None) -> int:
     summary = [f"{r.get('file')}: intact, {r.get('tables')} tables, {r.get('rows')} rows"
                + (", restored and counted" if restore_to else "")]
     return _report(app, "backup verify", outcome, summary)
+
+
+def _newest(app: App) -> str:
+    """The newest complete backup of the configured destination (a path or an s3:// URL)."""
+    from coderctl.errors import UsageError
+    from coderctl.ops.catalog import newest_first, scan, scan_s3
+    from coderctl.ops.storage import S3URL
+
+    where = _where(app, None)
+    if isinstance(where, S3URL):
+        from coderctl.ops.s3 import open_bucket
+
+        entries = scan_s3(open_bucket(app, where), where, checksums=False)
+        shown = f"s3://{where.bucket}/{where.prefix}"
+    else:
+        entries = scan(where, checksums=False) if where.is_dir() else []
+        shown = str(where)
+    complete = sorted((e for e in entries if e.complete), key=newest_first, reverse=True)
+    if not complete:
+        raise UsageError(f"backup verify: no FILE given and no complete backup in {shown}")
+    return complete[0].location
 
 
 @backup.command("list")
@@ -336,22 +373,28 @@ _SYNC_EXAMPLES = ("Examples:\n\n\b\n  coderctl backup sync --from /srv/backups -
 
 
 @backup.command(epilog=_CLEANUP_EXAMPLES)
-@click.argument("prefix", metavar="s3://BUCKET/PREFIX")
+@click.argument("prefix", required=False, metavar="[s3://BUCKET/PREFIX]")
 @click.option("--older-than", default="24h", show_default=True, metavar="DURATION",
               help="only uploads started longer ago than this (0: all; s, m, h, d)")
 @click.option("--dry-run", is_flag=True, help="only list them")
 @click.pass_obj
-def cleanup(app: App, prefix: str, older_than: str, dry_run: bool) -> int:
+def cleanup(app: App, prefix: str | None, older_than: str, dry_run: bool) -> int:
     """Abort the incomplete multipart uploads under PREFIX (left by runs that could not abort them).
 
     An incomplete upload is never visible as an object, but the server keeps (and bills) its parts until it
-    is aborted. `backup list` shows them as partial.
+    is aborted. `backup list` shows them as partial. Without PREFIX: the backup_destination (or backup_dir)
+    setting, which must then be a bucket.
     """
     from coderctl import render
+    from coderctl.errors import UsageError
     from coderctl.ops.remote import cleanup as run
     from coderctl.ops.storage import S3URL
 
-    outcome = run(app, S3URL.parse(prefix), _seconds(older_than), dry_run=dry_run)
+    where = S3URL.parse(prefix) if prefix else _where(app, None)
+    if not isinstance(where, S3URL):
+        raise UsageError(f"backup cleanup: no s3://BUCKET/PREFIX given and the backup destination {where} is a "
+                         "directory")
+    outcome = run(app, where, _seconds(older_than), dry_run=dry_run)
     if app.output == "json":
         render.emit(app, "backup cleanup", result=outcome.result, steps=[s.as_dict() for s in outcome.steps])
     else:

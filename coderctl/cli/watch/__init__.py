@@ -67,8 +67,9 @@ def watch(app: App, listen: str, interval: float, check_intervals: tuple[str, ..
     parse_listen(listen)
     checks = select(only, skip)
     intervals = _intervals(check_intervals, {c.id for c in checks})
-    configured = app.settings.backup_dir
-    directory = backup_dir or (Path(str(configured)).expanduser() if configured else None)
+    local = [str(v) for v in (app.settings.backup_destination, app.settings.backup_dir)
+             if v and not str(v).startswith("s3://")]  # the backup metrics read manifests in a directory
+    directory = backup_dir or (Path(local[0]).expanduser() if local else None)
     if any(c.uses_cluster for c in checks):
         app.kube()  # a missing or invalid kubeconfig is a usage error (exit 2), not a failed check
     app.http()
