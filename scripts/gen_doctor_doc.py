@@ -21,7 +21,8 @@ coderctl doctor [--bundle PATH] [--since DURATION] [--deadline SECONDS] [network
   `infisical-operator` (the namespace of the operator's token Secret) and the Flux and MetalLB namespaces the
   configuration names;
 - **container logs** of the Coder pods and the PostgreSQL pod, current and previous instance, the last 200
-  lines, redacted, matched against the known failure signatures below;
+  lines written within `--since` (the API's `sinceSeconds`), redacted, matched against the known failure
+  signatures below;
 - **conditions** of the InfisicalSecret, the HelmReleases and Flux's Kustomizations;
 - **the ingress's view**: the Coder Service's ready and not-ready endpoints (none ready is what makes
   ingress-nginx answer 503 to everything; a host it does not serve gets its default backend's 404 instead);

@@ -23,6 +23,7 @@ from lab.deployment import Lab
 from lab.infisical import FakeInfisical
 from lab.infisical_operator import REFERENCE_KEY_MAP, FakeInfisicalOperator, as_store, install_service_token, url_mapper
 from lab.kube.runtime import PodRuntime
+from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN
 
 NS = "coder"
 SECRET = "coder-database-secrets"
@@ -40,7 +41,12 @@ class RotLab:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CODERCTL_INFISICAL_HOST": f"{self.infisical.url}/api"}
+        """Infisical, and the network settings that keep the verify step's /healthz on the lab's nginx."""
+        ingress = self.lab.ingress
+        port = ingress.nginx.port
+        return {"CODERCTL_INFISICAL_HOST": f"{self.infisical.url}/api",
+                "CODERCTL_RESOLVE": f"{ACCESS_HOST}:{port}:127.0.0.1,*.{WILDCARD_DOMAIN}:{port}:127.0.0.1",
+                "CODERCTL_CA_FILE": str(ingress.ca.ca_file), "CODERCTL_NAMESERVER": ingress.dns.nameserver}
 
     def cli(self, *args: str, json_out: bool = True, timeout: float = 10.0) -> Result:
         """coderctl as its own process, as an operator runs it (and off this process's GIL, which the lab's
@@ -88,6 +94,13 @@ class RotLab:
         except psycopg.OperationalError as exc:
             assert "password authentication failed" in str(exc), str(exc)
             return False
+
+    def login_roles(self) -> set[str]:
+        """The alternate strategy's login roles that exist in the lab's PostgreSQL now."""
+        pg = self.lab.postgres
+        with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres", dbname="postgres") as conn:
+            rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname IN ('coder_a', 'coder_b')").fetchall()
+        return {str(r[0]) for r in rows}
 
     def assert_consistent(self) -> None:
         """PostgreSQL, Infisical and the Secret agree, proven by logins; nothing holds the Lease."""

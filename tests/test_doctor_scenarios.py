@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from clirun import run_cli
+from coderctl.doctor.evidence import LOG_LINES
 from envelope_schema import validate_envelope
 from lab.coder import FakeCoder
 from lab.deployment import Lab
@@ -368,13 +369,22 @@ def test_a_run_that_could_not_look_is_not_healthy(lab: Lab, ingress: Ingress) ->
     assert r.code == 1 and "NOTHING-CHECKED" in codes and "CLUSTER-ACCESS-DENIED" in codes, codes
 
 
-def test_since_leaves_out_older_events(lab: Lab, ingress: Ingress) -> None:
+def test_since_leaves_out_older_events_and_log_lines(lab: Lab, ingress: Ingress) -> None:
+    """Events are filtered here; the log lines doctor gathers by the API server (sinceSeconds on each of its
+    log requests, current and previous container)."""
     lab.scenario("db-wrong-host-crashloop")  # its BackOff event was last seen a minute ago
+    start = len(lab.kube.request_log)
     _, recent = run_doctor(lab, ingress, "--since", "2h")
+    middle = len(lab.kube.request_log)
     _, newer = run_doctor(lab, ingress, "--since", "20s")
     assert any("BackOff" in line for line in recent["findings"][0]["evidence"])
     assert not any("BackOff" in line for line in newer["findings"][0]["evidence"])
     assert newer["findings"][0]["code"] == "DATABASE-HOST-WRONG"
+    for since, requests in (("7200", lab.kube.request_log[start:middle]), ("20", lab.kube.request_log[middle:])):
+        logs = [path for method, path in requests if method == "GET" and "/log?" in path
+                and f"tailLines={LOG_LINES}" in path]  # doctor's own reads (checks read a few lines of their own)
+        assert any("previous=true" in path for path in logs) and any("previous" not in path for path in logs)
+        assert all(f"sinceSeconds={since}" in path for path in logs), logs
 
 
 def test_a_rejected_session_token_is_noted_not_fatal(lab: Lab, ingress: Ingress) -> None:

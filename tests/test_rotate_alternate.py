@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from coderctl.clients.postgres import DatabaseURL
-from rotate_support import NS, RotLab, coder_pods, doc, rotlab  # noqa: F401
+from rotate_support import NS, RotLab, admin_sql, coder_pods, doc, rotlab  # noqa: F401
 
 pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec handshakes can time out under load
 BOTH = pytest.mark.parametrize("rotlab", [{}, {"auto_reload": False}], indirect=True,
@@ -91,10 +91,13 @@ def test_two_alternate_rotations_without_a_failed_login(rotlab: RotLab, tmp_path
 
 @pytest.mark.parametrize("rotlab", [{"auto_reload": False}], indirect=True)
 def test_a_failed_alternate_rotation_puts_the_previous_role_back(rotlab: RotLab) -> None:  # noqa: F811
+    """The rollback also drops the login role the run created, and only that one: coder_b existed before."""
+    admin_sql(rotlab.lab, "CREATE ROLE coder_b LOGIN")
     before = rotlab.values()
     rotlab.runtime.never_ready(prefix="coder-")
     result = rotlab.cli("rotate-secrets", "--yes", "--strategy", "alternate", "--rollout-timeout", "1.5")
     assert result.code == 1, result.output
     assert rotlab.values() == before
+    assert rotlab.login_roles() == {"coder_b"}
     rotlab.assert_consistent()
     rotlab.assert_no_leaks()

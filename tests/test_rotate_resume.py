@@ -33,9 +33,9 @@ args, step, when = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 build = rotate.actions
 
 
-def killing(state):
+def killing(state, *more):
     out = []
-    for action in build(state):
+    for action in build(state, *more):
         if action.name == step:
             original = action.do
 
@@ -130,3 +130,4 @@ def test_killed_in_an_alternate_rotation(rotlab: RotLab, step: str, action: str)
     before = rotlab.values()
     op = _killed(rotlab, step, "after", "--strategy", "alternate")
     _check(rotlab, rotlab.cli("rotate-secrets", action, op), before, rotated=action == "--resume")
+    assert rotlab.login_roles() == (set() if action == "--rollback" else {"coder_a", "coder_b"})

@@ -96,6 +96,8 @@ def test_user_rotation(rotlab: RotLab, tmp_path: Path) -> None:  # noqa: F811
     out = doc(result)
     assert out["result"]["status"] == "ok"
     assert all(s["status"] == "ok" for s in out["steps"])
+    assert out["result"]["healthz"]["status"] == "ok"
+    assert "Coder /healthz through the access URL: 200 OK" in out["steps"][-1]["detail"]
     dep = rotlab.lab.kube.get("Deployment", NS, "coder")
     template = dep["spec"]["template"]["metadata"].get("annotations") or {}
     if AUTO_RELOAD_ANNOTATION in (dep["metadata"].get("annotations") or {}):
@@ -126,3 +128,21 @@ def test_all_rotation(rotlab: RotLab, tmp_path: Path) -> None:  # noqa: F811
     result = rotlab.rotate("--target", "all")
     assert result.code == 0, result.output
     _after(rotlab, tmp_path, before, pods, user=True, admin=True)
+
+
+@pytest.mark.parametrize("rotlab", NO_AUTO_RELOAD, indirect=True)
+def test_a_failing_healthz_after_a_rotation_is_a_warning(rotlab: RotLab) -> None:  # noqa: F811
+    """The rotation stands (its logins were proven; a rollback would restart Coder for a path problem), and the
+    verify step, the result and stderr say that /healthz failed through the access URL."""
+    before = rotlab.values()
+    result = rotlab.rotate("--target", "admin", "--access-url", f"{rotlab.lab.access_url}/elsewhere")
+    assert result.code == 0, result.output
+    out = doc(result)
+    assert out["result"]["healthz"]["status"] == "fail"
+    verify = out["steps"][-1]
+    assert verify["name"] == "verify" and verify["status"] == "warn", verify
+    assert "/elsewhere/healthz: 404" in verify["detail"]
+    assert "warning: the rotation is done, but Coder's /healthz" in result.stderr
+    assert rotlab.values()["CODER_POSTGRES_ADMIN_PASSWORD"] != before["CODER_POSTGRES_ADMIN_PASSWORD"]
+    rotlab.assert_consistent()
+    rotlab.assert_no_leaks()

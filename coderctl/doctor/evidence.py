@@ -5,6 +5,7 @@ read instead of failing the run. Every text kept here has been through the run's
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -151,14 +152,25 @@ def gather_logs(app: App, ev: Evidence, since_s: float) -> None:
     except Exception as exc:
         ev.note(app.redact(f"pods for logs: {exc}"))
         return
-    fan_out(lambda job: _one_log(app, ev, *job), [(t, previous) for t in targets for previous in (False, True)])
+    since = max(1, math.ceil(since_s))
+    fan_out(lambda job: _one_log(app, ev, *job, since), [(t, previous) for t in targets for previous in (False, True)])
 
 
-def _one_log(app: App, ev: Evidence, target: tuple[str, str, str], previous: bool) -> None:
+def read_log(app: App, ns: str, pod: str, container: str, *, previous: bool, since_s: int) -> str:
+    """The last LOG_LINES lines written in the last `since_s` seconds (the API's sinceSeconds: the kubelet
+    filters by its own timestamps, so the client's clock does not matter)."""
+    from coderctl.clients.kube import PODS
+
+    query = {"container": container, "previous": "true" if previous else None, "tailLines": LOG_LINES,
+             "sinceSeconds": since_s}
+    return str(app.kube().request("GET", PODS.path(ns, pod, "log"), query=query, raw=True))
+
+
+def _one_log(app: App, ev: Evidence, target: tuple[str, str, str], previous: bool, since_s: int) -> None:
     ns, pod, container = target
     label = f"{ns}/{pod}/{container}" + (" (previous)" if previous else "")
     try:
-        text = app.kube().logs(ns, pod, container, previous=previous, tail_lines=LOG_LINES)
+        text = read_log(app, ns, pod, container, previous=previous, since_s=since_s)
     except Exception as exc:
         if not previous:  # most containers have no previous instance: that is not worth a line
             ev.note(app.redact(f"log {label}: {exc}"))

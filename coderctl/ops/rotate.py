@@ -6,13 +6,13 @@ The record of a rotation holds names, versions and step states only; see docs/ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from coderctl.errors import CoderctlError, UsageError
 from coderctl.ops.journal import Outcome
 from coderctl.ops.operation import Action, Executor
-from coderctl.ops.rotate_steps import actions
+from coderctl.ops.rotate_steps import HealthProbe, actions
 from coderctl.ops.rotate_world import (
     ADMIN_PASSWORD,
     ADMIN_ROLE,
@@ -22,6 +22,7 @@ from coderctl.ops.rotate_world import (
     USER_PASSWORD,
     World,
     login_roles,
+    quote_literal,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class RotateOptions:
     via: str = "exec"
     sync_timeout: float = 180.0
     rollout_timeout: float = 300.0
+    health: HealthProbe | None = field(default=None, compare=False)
+    """Asked by the verify step (docs/rotate-secrets.md: a failing /healthz is a warning)."""
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Prepared:
 def prepare(app: App, opts: RotateOptions) -> Prepared:
     """Discover what the rotation touches, build its steps, and run every preflight check (read only)."""
     state = discover(app, opts)
-    steps = actions(state)
+    steps = actions(state, opts.health)
     return Prepared(state, steps, preflight(app, state))
 
 
@@ -134,6 +137,8 @@ def preflight(app: App, state: dict[str, Any]) -> list[str]:
         problems.append(f"the password in {DATABASE_URL} differs from {USER_PASSWORD} in Infisical")
     if not problems:
         problems += _logins(w, url.user, values)
+    if not problems and state.get("setup"):
+        problems += _absent_roles(w, values[ADMIN_PASSWORD])
     problems += _rollout(w)
     problems += _lock(app)
     return problems
@@ -150,6 +155,20 @@ def _logins(w: World, user: str, values: dict[str, str]) -> list[str]:
     except CoderctlError as exc:
         out.append(f"cannot test the logins: {exc}")
     return out
+
+
+def _absent_roles(w: World, admin_password: str) -> list[str]:
+    """Record in the state which login roles do not exist yet: the ones the setup step creates, and the only
+    ones its undo may drop (the record is written with this state before any step runs)."""
+    logins = list(w.state["login_roles"])
+    try:
+        listed = ", ".join(map(quote_literal, logins))
+        rows = w.admin_sql(f"SELECT rolname FROM pg_roles WHERE rolname IN ({listed});\n", [admin_password])
+    except CoderctlError as exc:
+        return [f"cannot list the login roles {', '.join(logins)}: {exc}"]
+    existing = {row[0] for row in rows if row}
+    w.state["roles_absent"] = [r for r in logins if r not in existing]
+    return []
 
 
 def _rollout(w: World) -> list[str]:
@@ -185,8 +204,8 @@ def start(app: App, prepared: Prepared) -> tuple[Record, Outcome]:
     return record, _finish(record, outcome)
 
 
-def resume(app: App, op_id: str) -> tuple[Record, Outcome]:
-    record, outcome = Executor(app, KIND, _steps_of(app, op_id)).resume(op_id)
+def resume(app: App, op_id: str, health: HealthProbe | None = None) -> tuple[Record, Outcome]:
+    record, outcome = Executor(app, KIND, _steps_of(app, op_id, health)).resume(op_id)
     return record, _finish(record, outcome)
 
 
@@ -195,18 +214,20 @@ def rollback(app: App, op_id: str) -> tuple[Record, Outcome]:
     return record, _finish(record, outcome)
 
 
-def _steps_of(app: App, op_id: str) -> list[Action]:
+def _steps_of(app: App, op_id: str, health: HealthProbe | None = None) -> list[Action]:
     from coderctl.ops.recordstore import RecordStore
 
     record = RecordStore(app.kube(), app.namespace).load(op_id)
     if record.kind != KIND:
         raise UsageError(f"operation {op_id} is a {record.kind}, not a rotation")
-    return actions(record.state)
+    return actions(record.state, health)
 
 
 def _finish(record: Record, outcome: Outcome) -> Outcome:
     outcome.result = {**outcome.result, "target": record.state.get("target"),
                       "strategy": record.state.get("strategy"), "versions": record.state.get("versions")}
+    if record.state.get("healthz"):
+        outcome.result["healthz"] = record.state["healthz"]
     return outcome
 
 

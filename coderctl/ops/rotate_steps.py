@@ -16,6 +16,7 @@ holds, never kept in the record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from coderctl.clients.infisical import InfisicalApprovalRequired
@@ -231,20 +232,56 @@ def _alter(name: str, role_first: bool) -> Action:
 # -- strategy alternate: two login roles acting as the app role ----------------------------------------------
 
 def _setup_roles() -> Action:
+    """Creates the login roles the preflight found absent (`roles_absent` in the record), each marked with a
+    comment naming this rotation, so that the undo drops exactly those: never a role that existed before, nor
+    one somebody made meanwhile. The roles own nothing (their sessions act as the owner), so DROP ROLE needs
+    nothing reassigned."""
+
+    def marker(run: Run) -> str:
+        return f"created by coderctl rotate-secrets {run.record.id}"
+
+    def absent(run: Run) -> list[str]:
+        return [str(r) for r in run.state.get("roles_absent") or ()]
+
     def do(run: Run) -> str:
         owner = str(run.state["owner"])
         sql = []
         for login in run.state["login_roles"]:
-            sql.append(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {quote_literal(login)}) "
-                       f"THEN CREATE ROLE {quote_ident(login)} LOGIN; END IF; END $$;\n"
-                       f"GRANT {quote_ident(owner)} TO {quote_ident(login)};\n"
+            if login in absent(run):
+                sql.append(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {quote_literal(login)}) "
+                           f"THEN CREATE ROLE {quote_ident(login)} LOGIN; COMMENT ON ROLE {quote_ident(login)} IS "
+                           f"{quote_literal(marker(run))}; END IF; END $$;\n")
+            sql.append(f"GRANT {quote_ident(owner)} TO {quote_ident(login)};\n"
                        f"ALTER ROLE {quote_ident(login)} SET role = {quote_literal(owner)};\n")
         w = _world(run)
         w.admin_sql("".join(sql), admin_candidates(w, run))
-        return f"login roles {', '.join(run.state['login_roles'])} act as {owner} (no password yet)"
+        made = f"created {', '.join(absent(run))}" if absent(run) else "none created (they existed)"
+        return f"login roles {', '.join(run.state['login_roles'])} act as {owner} (no password yet; {made})"
+
+    def undo(run: Run) -> str:
+        if not absent(run):
+            return "no login role was created by this rotation: nothing to drop"
+        sql = [f"DO $$ BEGIN IF shobj_description((SELECT oid FROM pg_roles WHERE rolname = {quote_literal(r)}), "
+               f"'pg_authid') = {quote_literal(marker(run))} THEN DROP ROLE {quote_ident(r)}; END IF; END $$;\n"
+               for r in absent(run)]
+        listed = ", ".join(quote_literal(r) for r in absent(run))
+        sql.append(f"SELECT rolname FROM pg_roles WHERE rolname IN ({listed});\n")
+        w = _world(run)
+        left = {row[0] for row in w.admin_sql("".join(sql), admin_candidates(w, run)) if row}
+        dropped = [r for r in absent(run) if r not in left]
+        said = f"dropped login roles {', '.join(dropped)}" if dropped else "no login role of this rotation was left"
+        kept = [r for r in absent(run) if r in left]
+        return said + (f"; kept {', '.join(kept)} (not created by this rotation)" if kept else "")
+
+    def by_hand(run: Run) -> str:
+        roles = ", ".join(quote_ident(r) for r in absent(run))
+        return (f"once no Coder pod logs in as them, drop the login roles this rotation created: kubectl -n "
+                f"{run.app.namespace} exec -it {run.app.settings.postgres_pod} -- psql -U postgres -c "
+                f"'DROP ROLE IF EXISTS {roles}'")
 
     return Action("set up login roles", "create login roles {logins}, members of {owner}, each with "
-                  "`SET role = {owner}` so that every object stays owned by {owner} (first alternate run only)", do)
+                  "`SET role = {owner}` so that every object stays owned by {owner} (first alternate run only)", do,
+                  None, undo, by_hand)
 
 
 def _alter_next() -> Action:
@@ -308,7 +345,25 @@ def _restart() -> Action:
                   "(--rollout-timeout; fails early when new pods crash)", do)
 
 
-def _verify(keys: list[str]) -> Action:
+HealthProbe = Callable[[], tuple[str, str]]
+"""Coder's /healthz through the access URL, judged as verify's http.healthz judges it: (status, detail) with
+status ok, warn, fail, skip or error. Handed in by the CLI (ops may not import the checks)."""
+
+
+def _healthz(run: Run, health: HealthProbe) -> str:
+    """The probe's answer, reported and kept in the record; anything but ok (or skip: nothing to ask) makes the
+    step a warning, never a failure: the rollout already saw the new pods pass their readiness probe, so a
+    failing answer through the access URL points at the path (ingress, tunnel, DNS), which a rollback (another
+    restart of Coder) cannot mend."""
+    status, detail = health()
+    run.state["healthz"] = {"status": status, "detail": detail}
+    if status not in ("ok", "skip"):
+        run.row.status = "warn"
+    head = "Coder /healthz through the access URL"
+    return f"{head}: {detail}" if status == "ok" else f"{head} ({status}): {detail}"
+
+
+def _verify(keys: list[str], health: HealthProbe | None = None) -> Action:
     def do(run: Run) -> str:
         w = _world(run)
         said = []
@@ -334,9 +389,12 @@ def _verify(keys: list[str]) -> Action:
             if url.password != w.new_value(USER_PASSWORD) or not w.can_login(url.user, url.password):
                 raise RotateError("the database URL in the Secret does not log in")
             said.append("the Secret's database URL logs in")
+        if health is not None:
+            said.append(_healthz(run, health))
         return "; ".join(said)
 
-    return Action("verify", "log in with the new credentials; the old ones must fail", do)
+    return Action("verify", "log in with the new credentials; the old ones must fail; Coder's /healthz through "
+                  "the access URL (a warning when it fails)", do)
 
 
 # -- the way back ----------------------------------------------------------------------------------------
@@ -379,15 +437,15 @@ def _preflight(keys: list[str]) -> Action:
                   by_hand)
 
 
-def actions(state: dict[str, Any]) -> list[Action]:
-    """The steps of a rotation described by a record's state."""
+def actions(state: dict[str, Any], health: HealthProbe | None = None) -> list[Action]:
+    """The steps of a rotation described by a record's state; `health` joins the verify step."""
     keys = keys_for(str(state["target"]))
     auto = bool(state["auto_reload"])
     user = USER_PASSWORD in keys
     admin = ADMIN_PASSWORD in keys
     steps: list[Action] = [_preflight(keys)]
     if state.get("strategy") == "alternate" and user:
-        return [_describe(a, state) for a in _alternate(state, keys, steps)]
+        return [_describe(a, state) for a in _alternate(state, keys, steps, health)]
     if user and auto:
         steps.append(_alter(USER_PASSWORD, role_first=True))
     steps += [_write(k, role_first=auto and k == DATABASE_URL) for k in keys]
@@ -398,11 +456,12 @@ def actions(state: dict[str, Any]) -> list[Action]:
         steps.append(_alter(ADMIN_PASSWORD, role_first=False))
     if user or auto:
         steps.append(_restart())
-    steps.append(_verify(keys))
+    steps.append(_verify(keys, health))
     return [_describe(a, state) for a in steps]
 
 
-def _alternate(state: dict[str, Any], keys: list[str], steps: list[Action]) -> list[Action]:
+def _alternate(state: dict[str, Any], keys: list[str], steps: list[Action],
+               health: HealthProbe | None) -> list[Action]:
     """The new password goes to the login role not in use (safe at any time: nobody logs in with it), the URL
     follows it, Coder restarts, and the previous role keeps working until then."""
     if state.get("setup"):
@@ -412,7 +471,7 @@ def _alternate(state: dict[str, Any], keys: list[str], steps: list[Action]) -> l
     steps.append(_sync(keys))
     if ADMIN_PASSWORD in keys:
         steps.append(_alter(ADMIN_PASSWORD, role_first=False))
-    steps += [_restart(), _retire(), _verify(keys)]
+    steps += [_restart(), _retire(), _verify(keys, health)]
     return steps
 
 

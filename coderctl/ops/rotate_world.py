@@ -254,19 +254,20 @@ class World:
             raise RotateError(f"cannot log in as {user}: {exc}") from None
         return rows[0][0] if rows and rows[0] else ""
 
-    def admin_sql(self, sql: str, candidates: list[str]) -> None:
-        """Run `sql` as the admin role, logging in with the first candidate password that works."""
+    def admin_sql(self, sql: str, candidates: list[str]) -> list[list[str]]:
+        """Run `sql` as the admin role, logging in with the first candidate password that works; the rows of
+        its statements that return any."""
         from coderctl.database import pod
 
         offered = [p for p in dict.fromkeys(candidates) if p]
         self.app.redact.add(*offered)
         if self.state.get("via") == "direct":
-            self._direct_sql(sql, offered)
-            return
+            return self._direct_sql(sql, offered)
         t = pod.Target(self.app.namespace, self.app.settings.postgres_pod, self.app.settings.postgres_container,
                        ADMIN_ROLE, self.state["database"], tuple(offered[:2]), sources="given")
         try:
-            self._bounded(lambda: pod.query(self.app, t, sql, idle_timeout=self.exec_idle), f"SQL as {ADMIN_ROLE}")
+            return self._bounded(lambda: pod.query(self.app, t, sql, idle_timeout=self.exec_idle),
+                                 f"SQL as {ADMIN_ROLE}")
         except pod.PodQueryFailed as exc:
             raise RotateError(f"as {ADMIN_ROLE} in pod {self.app.namespace}/{self.app.settings.postgres_pod}: "
                               f"{exc}") from None
@@ -302,7 +303,7 @@ class World:
             raise RotateError(self.app.redact(f"cannot test the login of {user}: {exc}")) from None
         return True
 
-    def _direct_sql(self, sql: str, offered: list[str]) -> None:
+    def _direct_sql(self, sql: str, offered: list[str]) -> list[list[str]]:
         import psycopg
 
         from coderctl.clients.postgres import connect, split_address
@@ -313,9 +314,15 @@ class World:
             host, port = split_address(self.app.settings.db_address, url)
             try:
                 with connect(url, timeout=self.app.timeout, host=host, port=port) as conn:
-                    conn.execute(sql.encode())
+                    cur = conn.execute(sql.encode())
+                    rows: list[list[str]] = []
+                    while True:
+                        if cur.description:
+                            rows += [["" if c is None else str(c) for c in row] for row in cur.fetchall()]
+                        if not cur.nextset():
+                            break
                     conn.commit()
-                    return
+                    return rows
             except psycopg.Error as exc:
                 last = self.app.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
                 if not _auth_failure(str(exc)):

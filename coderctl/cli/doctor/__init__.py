@@ -26,7 +26,7 @@ class _Duration(click.ParamType):
 @click.option("--bundle", "bundle_path", type=click.Path(dir_okay=False), metavar="PATH", default=None,
               help="also write a redacted support bundle (.tar.gz, mode 0600) to PATH")
 @click.option("--since", type=_Duration(), default="1h", show_default=True, metavar="DURATION",
-              help="Warning events newer than this (30m, 2h, 1d)")
+              help="Warning events and log lines newer than this (30m, 2h, 1d)")
 @click.option("--deadline", type=DEADLINE, default=None, metavar="SECONDS",
               help="overall time limit for checks and evidence [default: 6 x --timeout]")
 @network_options
@@ -34,9 +34,10 @@ class _Duration(click.ParamType):
 def doctor(app: App, bundle_path: str | None, since: float, deadline: float | None) -> int:
     """Name the most likely root causes, with evidence and the exact fix; exit 0 when nothing is wrong.
 
-    Runs every verify check and, under the same deadline, gathers Warning events, the Coder and PostgreSQL
-    logs, InfisicalSecret and Flux conditions, the Coder Service's endpoints and, with CODER_SESSION_TOKEN,
-    Coder's own health report. Failures that follow from one cause are folded under it. Reads only."""
+    Runs every verify check and, under the same deadline, gathers Warning events and the Coder and PostgreSQL
+    logs newer than --since, InfisicalSecret and Flux conditions, the Coder Service's endpoints and, with
+    CODER_SESSION_TOKEN, Coder's own health report. Failures that follow from one cause are folded under it.
+    Reads only."""
     import importlib
     from pathlib import Path
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from coderctl.cli.options import Seconds
+from coderctl.cli.options import Seconds, network_options
 from coderctl.context import App
 
 WAIT = Seconds(0, 86400)
@@ -30,6 +31,7 @@ WAIT = Seconds(0, 86400)
 @click.option("--list", "list_", is_flag=True, help="every rotation, newest first, with its state")
 @click.option("--resume", metavar="ID", default=None, help="carry an interrupted rotation forward")
 @click.option("--rollback", metavar="ID", default=None, help="put back everything a rotation changed")
+@network_options
 @click.pass_obj
 def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: bool, via: str, sync_timeout: float,
                    rollout_timeout: float, list_: bool, resume: str | None, rollback: str | None) -> int:
@@ -50,10 +52,10 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
     if list_:
         return _list(app, ops.rotations(app), started_at, start)
     if resume or rollback:
-        _, outcome = ops.resume(app, resume) if resume else ops.rollback(app, str(rollback))
+        _, outcome = ops.resume(app, resume, _healthz(app)) if resume else ops.rollback(app, str(rollback))
         return _report(app, outcome, started_at, start, {})
     opts = ops.RotateOptions(target=target, strategy=strategy, via=via, sync_timeout=sync_timeout,
-                             rollout_timeout=rollout_timeout)
+                             rollout_timeout=rollout_timeout, health=_healthz(app))
     prepared = ops.prepare(app, opts)
     extra: dict[str, Any] = {"plan": prepared.plan(), "auto_reload": prepared.state["auto_reload"]}
     if app.output == "text":
@@ -69,6 +71,22 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
     _confirm(yes, target)
     _, outcome = ops.start(app, prepared)
     return _report(app, outcome, started_at, start, extra)
+
+
+def _healthz(app: App) -> Callable[[], tuple[str, str]]:
+    """verify's own http.healthz check, for the rotation's verify step (ops may not import the checks)."""
+
+    def probe() -> tuple[str, str]:
+        from coderctl.checks import network  # noqa: F401 — registers http.healthz
+        from coderctl.checks.base import REGISTRY
+        from coderctl.checks.runner import run_checks
+
+        result = run_checks([REGISTRY["http.healthz"]], app, check_timeout=2 * app.timeout + 1,
+                            deadline=2 * app.timeout + 2)[0]
+        said = "; ".join(p.message for p in result.problems) or result.detail
+        return result.status.value, app.redact(said)
+
+    return probe
 
 
 def _print_plan(app: App, prepared: Any) -> None:
@@ -125,6 +143,10 @@ def _report(app: App, outcome: Any, started_at: datetime, start: float, extra: d
         render.print_steps(steps, color=app.color, summary=[app.redact(line) for line in summary])
     if not outcome.ok and outcome.message:
         render.say(app.redact(f"coderctl: error: {outcome.message}"), err=True)
+    health = outcome.result.get("healthz") or {}
+    if health.get("status") not in (None, "ok", "skip"):
+        render.say(app.redact(f"coderctl: warning: the rotation is done, but Coder's /healthz through the access URL "
+                              f"is {health['status']}: {health.get('detail')} (coderctl verify)"), err=True)
     return int(outcome.code)
 
 
