@@ -22,9 +22,9 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     """No test may read the operator's kubeconfig or coderctl configuration, or reach the built-in defaults."""
     home = tmp_path_factory.mktemp("home")
     for var in list(os.environ):
-        if var.startswith(("CODERCTL_", "INFISICAL_")) or var in ("KUBECONFIG", "NO_COLOR", "CODER_SESSION_TOKEN"):
-            if var != "CODERCTL_LAB_KUBECONFIG":
-                monkeypatch.delenv(var, raising=False)
+        ours = var.startswith(("CODERCTL_", "INFISICAL_")) or var in ("KUBECONFIG", "NO_COLOR", "CODER_SESSION_TOKEN")
+        if ours and var != "CODERCTL_LAB_KUBECONFIG":
+            monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.chdir(home)
@@ -57,3 +57,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "fake_only" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _stacks_when_an_exec_cannot_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exec whose stream does not open in time, when coderctl runs in this process beside the lab's
+    servers, prints every thread's stack (to the test's captured stderr): where the fake API server was."""
+    import faulthandler
+    import sys
+
+    from coderctl.clients import kube_exec
+    from coderctl.clients.kube import KubeUnreachable
+    from coderctl.database import pod
+
+    real = kube_exec.exec_stream
+
+    def exec_stream(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return real(*args, **kwargs)
+        except KubeUnreachable as exc:
+            if "cannot open the stream" in str(exc):
+                print(f"exec could not open: {exc}; every thread's stack follows", file=sys.stderr)
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            raise
+
+    monkeypatch.setattr(kube_exec, "exec_stream", exec_stream)
+    monkeypatch.setattr(pod, "exec_stream", exec_stream)
