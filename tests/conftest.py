@@ -77,8 +77,9 @@ def _stacks_when_an_exec_cannot_open(monkeypatch: pytest.MonkeyPatch) -> None:
             return real(*args, **kwargs)
         except KubeUnreachable as exc:
             if "cannot open the stream" in str(exc):
-                print(f"exec could not open: {exc}; every thread's stack follows", file=sys.stderr)
-                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+                out = sys.__stderr__  # a real descriptor: run_cli swaps sys.stderr for a StringIO
+                print(f"exec could not open: {exc}; every thread's stack follows", file=out, flush=True)
+                faulthandler.dump_traceback(file=out, all_threads=True)
             raise
 
     monkeypatch.setattr(kube_exec, "exec_stream", exec_stream)
