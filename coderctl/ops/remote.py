@@ -17,13 +17,13 @@ from typing import Any
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode, UsageError
 from coderctl.ops import manifest as mf
-from coderctl.ops import tables
 from coderctl.ops.catalog import read_s3_manifest
 from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.s3 import Bucket, open_bucket
 from coderctl.ops.storage import S3URL
 from coderctl.ops.verifier import FileCheck, read_stream
+from coderctl.ops.verify import read_back
 
 
 def backup_key(url: S3URL) -> str:
@@ -44,16 +44,6 @@ def _check(bucket: Bucket, key: str, record: mf.Manifest, full: FileCheck) -> st
     if full.sha256 != record.sha256:
         raise StepFailed("SHA-256 differs from the manifest: the object was changed or damaged")
     return f"{full.size} bytes, sha256 {full.sha256[:16]}… matches the manifest"
-
-
-def _read_back(record: mf.Manifest, full: FileCheck) -> str:
-    if not full.ok or full.facts is None:
-        raise StepFailed(full.error or "the archive does not read back")
-    if record.tables is not None:
-        diffs = tables.differences(record.tables, full.facts.tables)
-        if diffs:
-            raise StepFailed(f"row counts in the archive differ from the manifest: {tables.summary(diffs)}")
-    return f"read in full: {len(full.facts.tables)} tables, {full.facts.rows} rows"
 
 
 def verify(app: App, url: S3URL, restore_to: str | None = None, progress: Any = None,
@@ -81,7 +71,7 @@ def verify(app: App, url: S3URL, restore_to: str | None = None, progress: Any = 
             with journal.step("checksum") as step:
                 step.detail = _check(bucket, key, record, full)
             with journal.step("read-back") as step:
-                step.detail = _read_back(record, full)
+                step.detail = read_back(record, full)
             assert full.facts is not None
             result.update({"format": record.format, "database": record.database,
                            "created_at": record.created_at, "size": full.size, "sha256": full.sha256,
@@ -136,7 +126,7 @@ def fetch(app: App, url: S3URL, directory: Path, progress: Any = None, *, bucket
         full = read_stream(bucket.chunks(key, etag=info.etag if info else None), record.format, progress=progress,
                            copy=out.write)
         _check(bucket, key, record, full)
-        _read_back(record, full)
+        read_back(record, full)
         out.sync()
         mf.write(final, record)
         out.commit()

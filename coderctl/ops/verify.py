@@ -15,7 +15,7 @@ from coderctl.ops import manifest as mf
 from coderctl.ops import pgtools, tables
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.signals import interruptible
-from coderctl.ops.verifier import read_file
+from coderctl.ops.verifier import FileCheck, read_file
 
 
 def verify(app: App, file: str | Path, restore_to: str | None = None, progress: Any = None,
@@ -31,6 +31,17 @@ def verify(app: App, file: str | Path, restore_to: str | None = None, progress: 
             result["restored_to"] = app.redact(restore_to or "")
 
     return verified(app, result, journal, work)
+
+
+def read_back(record: mf.Manifest, full: FileCheck) -> str:
+    """The archive read whole, and its row counts equal the manifest's (when it has them)."""
+    if not full.ok or full.facts is None:
+        raise StepFailed(full.error or "the archive does not read back")
+    if record.tables is not None:
+        diffs = tables.differences(record.tables, full.facts.tables)
+        if diffs:
+            raise StepFailed(f"row counts in the archive differ from the manifest: {tables.summary(diffs)}")
+    return f"read in full: {len(full.facts.tables)} tables, {full.facts.rows} rows"
 
 
 def verified(app: App, result: dict[str, Any], journal: Journal, work: Callable[[], None]) -> Outcome:
@@ -79,13 +90,8 @@ def _run(app: App, path: Path, target: DatabaseURL | None, journal: Journal, pro
             raise StepFailed("SHA-256 differs from the manifest: the file was changed or damaged")
         step.detail = f"{full.size} bytes, sha256 {full.sha256[:16]}… matches the manifest"
     with journal.step("read-back") as step:
-        if not full.ok or full.facts is None:
-            raise StepFailed(full.error or "the archive does not read back")
-        if record.tables is not None:
-            diffs = tables.differences(record.tables, full.facts.tables)
-            if diffs:
-                raise StepFailed(f"row counts in the archive differ from the manifest: {tables.summary(diffs)}")
-        step.detail = f"read in full: {len(full.facts.tables)} tables, {full.facts.rows} rows"
+        step.detail = read_back(record, full)
+    assert full.facts is not None
     out: dict[str, Any] = {"format": record.format, "database": record.database, "created_at": record.created_at,
                            "size": full.size, "sha256": full.sha256, "tables": len(full.facts.tables),
                            "rows": full.facts.rows}
