@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from coderctl.watch.watcher import Watcher
 
-STOP_GRACE = 0.6
+STOP_GRACE = 0.4
 """Seconds the running checks get to finish after a stop signal; the rest of the second is for the server."""
 
 
 def run(watcher: Watcher, listen: str, *, on_ready: Callable[[str], None],
-        stop: threading.Event | None = None) -> None:
+        stop: threading.Event | None = None, on_stopped: Callable[[float], None] | None = None) -> None:
     """Bind `listen`, start the checks, serve until a signal (or `stop`), then stop both. The running checks
-    get STOP_GRACE seconds; those still going are abandoned (daemon threads)."""
+    get STOP_GRACE seconds; those still going are abandoned (daemon threads). `on_stopped` gets the seconds
+    from the stop to the end of serving."""
     from coderctl.watch.server import serve
 
     server = serve(watcher, listen)
@@ -35,11 +36,14 @@ def run(watcher: Watcher, listen: str, *, on_ready: Callable[[str], None],
         on_ready(f"http://{shown}:{port}")
         while not stop.wait(0.5):
             pass
-        deadline = time.monotonic() + STOP_GRACE
+        stopping = time.monotonic()
+        deadline = stopping + STOP_GRACE
         watcher.stop(STOP_GRACE)
         server.shutdown()
         server.server_close()
         thread.join(max(0.0, deadline + 0.2 - time.monotonic()))
+        if on_stopped is not None:
+            on_stopped(time.monotonic() - stopping)
     finally:
         _restore(previous)
 

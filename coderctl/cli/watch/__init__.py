@@ -81,7 +81,7 @@ def watch(app: App, listen: str, interval: float, check_intervals: tuple[str, ..
     watcher = Watcher(app, checks, options)
     run(watcher, listen, on_ready=lambda url: click.echo(
         f"coderctl watch: {len(checks)} checks every {interval:g}s; serving {url}/metrics, /healthz, /status",
-        err=True))
+        err=True), on_stopped=lambda s: click.echo(f"coderctl watch: stopped in {s:.2f}s", err=True))
     if app.output == "json":
         render.print_json(watcher.status_document())
     return 0
