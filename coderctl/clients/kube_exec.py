@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -91,40 +92,26 @@ def exec_stream(
     Raises ExecStreamBroken when the connection ends without an exit status.
     """
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-    from websockets.sync.client import connect
 
     query: list[tuple[str, str]] = [("command", part) for part in command]
     query += [("stdout", "true"), ("stderr", "true"), ("stdin", "true" if stdin is not None else "false")]
     if container:
         query.append(("container", container))
     url = kube.url(PODS.path(namespace, pod, "exec"), query, websocket=True)
-    guard: _SocketGuard | None = None
-    open_timeout = max(kube.timeout, OPEN_TIMEOUT_FLOOR)
     try:
-        sock = None
-        if not kube.proxy:
-            sock = _connect_socket(url, kube.timeout)
-            guard = _SocketGuard(sock)
-            guard.arm(open_timeout + 2)
-        ws = connect(
-            url, ssl=kube.ssl_context(), additional_headers=kube.auth_headers(), subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
-            open_timeout=open_timeout, close_timeout=1, max_size=None, compression=None,
-            server_hostname=kube.tls_server_name, user_agent_header="coderctl",
-            ping_interval=20, ping_timeout=60, **({"sock": sock} if sock is not None else {"proxy": kube.proxy}),
-        )
+        try:
+            ws, guard = _open(kube, url, tls12=True)
+        except ssl.SSLError as exc:
+            if not _refuses_tls12(exc):
+                raise
+            ws, guard = _open(kube, url, tls12=False)  # a server that requires TLS 1.3
     except InvalidStatus as exc:
-        if guard is not None:
-            guard.close()
         response = exc.response
         raise api_error("POST", PODS.path(namespace, pod, "exec"), response.status_code,
                          bytes(response.body or b"")) \
             from None
     except (OSError, InvalidHandshake, TimeoutError) as exc:
-        if guard is not None:
-            guard.close()
         raise KubeUnreachable(f"exec in {namespace}/{pod}: cannot open the stream: {exc}") from None
-    if guard is not None:
-        guard.disarm()
 
     stderr = bytearray()
     status_raw = bytearray()
@@ -173,6 +160,52 @@ def exec_stream(
         )
     code, message, status = parse_status(bytes(status_raw))
     return ExecResult(code, message, bytes(stderr), count, status)
+
+
+def _open(kube: KubeClient, url: str, *, tls12: bool) -> tuple[ClientConnection, _SocketGuard | None]:
+    """The WebSocket, open; with the guard that bounds its handshake (disarmed) and, later, its close.
+
+    `tls12` caps TLS at 1.2. Seen in the lab on a busy machine: now and then, after a completed TLS 1.3
+    handshake, the upgrade request never reached the server and the exec gave up after its open timeout
+    (tests/conftest.py dumps every thread then: the server's loop idle). TLS 1.3 sends session tickets right
+    after the handshake, which meet websockets' sync client reading in a thread from the moment the connection
+    exists while the caller's thread writes the request (OpenSSL does not support one connection used from two
+    threads at once) — or the server's own TLS layer; which of the two is not settled. With TLS 1.2 (nothing
+    after the handshake) it was not seen. The API server accepts 1.2 unless told not to (--tls-min-version);
+    one that requires 1.3 fails the capped handshake, and the caller retries without the cap.
+    """
+    from websockets.sync.client import connect
+
+    context = kube.ssl_context()
+    if context is not None and tls12:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+    open_timeout = max(kube.timeout, OPEN_TIMEOUT_FLOOR)
+    guard: _SocketGuard | None = None
+    try:
+        sock = None
+        if not kube.proxy:
+            sock = _connect_socket(url, kube.timeout)
+            guard = _SocketGuard(sock)
+            guard.arm(open_timeout + 2)
+        ws = connect(
+            url, ssl=context, additional_headers=kube.auth_headers(), subprotocols=list(PROTOCOLS),  # type: ignore[arg-type]
+            open_timeout=open_timeout, close_timeout=1, max_size=None, compression=None,
+            server_hostname=kube.tls_server_name, user_agent_header="coderctl",
+            ping_interval=20, ping_timeout=60, **({"sock": sock} if sock is not None else {"proxy": kube.proxy}),
+        )
+    except BaseException:
+        if guard is not None:
+            guard.close()
+        raise
+    if guard is not None:
+        guard.disarm()
+    return ws, guard
+
+
+def _refuses_tls12(exc: ssl.SSLError) -> bool:
+    """The TLS 1.2 handshake failed in a way that 1.3 may not: a protocol-version alert, or (from servers that
+    send none) the connection closed mid-handshake. A certificate the client rejects fails the same way again."""
+    return not isinstance(exc, ssl.SSLCertVerificationError)
 
 
 def _connect_socket(url: str, timeout: float) -> socket.socket:

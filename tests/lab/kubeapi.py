@@ -202,6 +202,8 @@ class FakeKubeAPI:
         self.url = ""
         self.values: dict[str, str] = {}
         self.kubeconfig_path: Path | None = None
+        self.tls_minimum_version: ssl.TLSVersion | None = None
+        """Set before start: refuse clients below it (an API server run with --tls-min-version)."""
         self._server: KubeServer | None = None
 
     @classmethod
@@ -223,6 +225,8 @@ class FakeKubeAPI:
         context: ssl.SSLContext | None = None
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            if self.tls_minimum_version is not None:
+                context.minimum_version = self.tls_minimum_version
             self.tls.issue_cert("127.0.0.1", "localhost", "::1").configure_cert(context)
         server = KubeServer(self._state, context)
         port = server.start()
