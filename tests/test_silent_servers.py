@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,11 @@ ALONE = ("dns.access-host", "dns.wildcard", "dns.ownership")
 """Left out so that dns.consistency runs alone: with them, their lookups would warm its cache."""
 
 
-@pytest.fixture
-def silent_api(tmp_path: Path) -> Iterator[Path]:
-    """A kubeconfig whose API server accepts connections and never says a word."""
+@contextmanager
+def _api_server(tmp_path: Path, scheme: str, on_connection: Callable[[socket.socket, threading.Event], None]
+                ) -> Iterator[Path]:
+    """A loopback server that hands every connection to `on_connection` (with the stop event); yields a
+    kubeconfig naming it. Connections are closed at the end."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
@@ -33,16 +36,18 @@ def silent_api(tmp_path: Path) -> Iterator[Path]:
         server.settimeout(0.2)
         while not stop.is_set():
             try:
-                held.append(server.accept()[0])
+                conn = server.accept()[0]
             except OSError:
                 continue
+            held.append(conn)
+            on_connection(conn, stop)
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    path = tmp_path / "silent.yaml"
+    path = tmp_path / "kubeconfig.yaml"
     path.write_text(f"""apiVersion: v1
 kind: Config
-clusters: [{{name: s, cluster: {{server: "https://127.0.0.1:{server.getsockname()[1]}"}}}}]
+clusters: [{{name: s, cluster: {{server: "{scheme}://127.0.0.1:{server.getsockname()[1]}"}}}}]
 users: [{{name: u, user: {{token: not-a-real-token}}}}]
 contexts: [{{name: s, context: {{cluster: s, user: u, namespace: coder}}}}]
 current-context: s
@@ -55,6 +60,13 @@ current-context: s
         for conn in held:
             conn.close()
         server.close()
+
+
+@pytest.fixture
+def silent_api(tmp_path: Path) -> Iterator[Path]:
+    """A kubeconfig whose API server accepts connections and never says a word."""
+    with _api_server(tmp_path, "https", lambda conn, stop: None) as path:
+        yield path
 
 
 def test_dns_consistency_costs_one_timeout_not_three(silent_api: Path) -> None:
@@ -75,47 +87,21 @@ def test_dns_consistency_costs_one_timeout_not_three(silent_api: Path) -> None:
 def trickling_api(tmp_path: Path) -> Iterator[Path]:
     """A kubeconfig whose API server answers every request one byte at a time, a byte every 0.2 s, forever:
     each socket read succeeds, so only a bound on the whole answer ends the wait."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    stop = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"z" * 100_000
 
-    def drip(conn: socket.socket) -> None:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"z" * 100_000
-        with conn:
-            for byte in head:
-                if stop.wait(0.2):
-                    return
-                try:
-                    conn.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
+    def drip(conn: socket.socket, stop: threading.Event) -> None:
+        for byte in head:
+            if stop.wait(0.2):
+                return
             try:
-                conn, _ = server.accept()
+                conn.sendall(bytes([byte]))
             except OSError:
-                continue
-            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+                return
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    path = tmp_path / "trickle.yaml"
-    path.write_text(f"""apiVersion: v1
-kind: Config
-clusters: [{{name: s, cluster: {{server: "http://127.0.0.1:{server.getsockname()[1]}"}}}}]
-users: [{{name: u, user: {{token: not-a-real-token}}}}]
-contexts: [{{name: s, context: {{cluster: s, user: u, namespace: coder}}}}]
-current-context: s
-""")
-    try:
+    with _api_server(tmp_path, "http",
+                     lambda conn, stop: threading.Thread(target=drip, args=(conn, stop), daemon=True).start()
+                     ) as path:
         yield path
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
 
 
 def test_a_trickling_api_cannot_hold_a_command_that_has_no_check_deadline(trickling_api: Path) -> None:
