@@ -246,6 +246,8 @@ def sample_state() -> State:
     state.record(CheckResult("derp.login", "network", "login", Status.OK, "fine", data={"ping_rtt_s": 0.0123}))
     state.record(CheckResult("tls.access-url", "network", "tls", Status.OK, "fine",
                              data={"days_left": 10.5, "host": "coder.example.org"}))
+    state.record(CheckResult("tls.wildcard", "network", "tls", Status.OK, "fine",
+                             data={"days_left": 30.0, "not_after": 2_000_000_000, "host": "x.example.org"}))
     from coderctl.watch.backups import BackupReading
 
     state.record_backup(BackupReading("/backups", count=2, last_time=100.0, last_size=10, last_verified=True,
@@ -254,7 +256,8 @@ def sample_state() -> State:
 
 
 def test_status_is_an_enum_and_problems_are_listed_once() -> None:
-    text = metrics.render(sample_state().snapshot(overlaps={"derp.upgrade": 2}, running={}, rounds=3))
+    text = metrics.render(sample_state().snapshot(overlaps={"derp.upgrade": 2}, running={}, rounds=3),
+                          now=1_999_000_000)
     lines = text.splitlines()
     status = [x for x in lines if x.startswith('coderctl_check_status{id="derp.upgrade"')]
     assert len(status) == 5 and sum(x.endswith(" 1") for x in status) == 1
@@ -262,6 +265,8 @@ def test_status_is_an_enum_and_problems_are_listed_once() -> None:
     assert lines.count('coderctl_problem_active{code="DERP-UPGRADE-BLOCKED",check="derp.upgrade"} 1') == 1
     assert "coderctl_derp_ping_rtt_seconds 0.0123" in lines
     assert 'coderctl_tls_certificate_expires_in_seconds{check="tls.access-url"} 907200' in lines
+    assert 'coderctl_tls_certificate_expires_in_seconds{check="tls.wildcard"} 1000000' in lines  # exact
+    assert 'coderctl_tls_certificate_not_after_timestamp_seconds{check="tls.wildcard"} 2000000000' in lines
     assert 'coderctl_check_skipped_runs_total{id="derp.upgrade",category="network"} 2' in lines
     assert "coderctl_watch_rounds_total 3" in lines
     assert any(x.startswith("process_resident_memory_bytes ") for x in lines)

@@ -177,7 +177,7 @@ def certificate_problems(app: App, served: Served, what: str) -> list[Problem]:
 def judge(app: App, served: Served, problems: list[Problem]) -> Outcome:
     """ok/warn/fail for a certificate from its problems; --insecure turns a failure into a warning."""
     data = {"host": served.host, "names": served.names, "days_left": round(served.days_left, 1),
-            "tls_version": served.tls_version, "issuer": served.issuer}
+            "not_after": int(served.not_after), "tls_version": served.tls_version, "issuer": served.issuer}
     failing = any(p.severity is Severity.FAIL for p in problems)
     outcome = found(_downgraded(app, problems),
                     f"{served.host}: {served.tls_version}, certificate issued by "

@@ -59,7 +59,7 @@ def render(snap: Snapshot, now: float | None = None) -> str:
     now = time.time() if now is None else now
     out = Exposition()
     _checks(out, snap)
-    _derived(out, snap)
+    _derived(out, snap, now)
     _backup(out, snap, now)
     _process(out, snap)
     return out.text()
@@ -92,7 +92,7 @@ def _checks(out: Exposition, snap: Snapshot) -> None:
                [({"code": problem, "check": cid}, 1.0) for cid, problem in active])
 
 
-def _derived(out: Exposition, snap: Snapshot) -> None:
+def _derived(out: Exposition, snap: Snapshot, now: float) -> None:
     """Measurements some checks report in their data: the relay's round trips and certificates' lifetimes."""
     def data(cid: str) -> dict[str, object]:
         state = snap.checks.get(cid)
@@ -107,15 +107,21 @@ def _derived(out: Exposition, snap: Snapshot) -> None:
     out.family("coderctl_derp_latency_check_seconds", "gauge",
                "Median round trip of GET /derp/latency-check (derp.latency-check).",
                [({}, float(median) / 1000)] if isinstance(median, (int, float)) else [])
-    certs: list[Sample] = []
+    left: list[Sample] = []
+    ends: list[Sample] = []
     for cid in ("tls.access-url", "tls.wildcard"):
         d = data(cid)
-        days = d.get("days_left")
-        if isinstance(days, (int, float)):
-            certs.append(({"check": cid}, round(float(days) * 86400)))
+        not_after, days = d.get("not_after"), d.get("days_left")
+        if isinstance(not_after, (int, float)):
+            ends.append(({"check": cid}, float(not_after)))
+            left.append(({"check": cid}, float(not_after) - now))
+        elif isinstance(days, (int, float)):
+            left.append(({"check": cid}, round(float(days) * 86400)))
     out.family("coderctl_tls_certificate_expires_in_seconds", "gauge",
-               "Seconds the certificate the check was served had left at its last run (to 0.1 day).",
-               certs)
+               "Seconds the certificate the check was last served has left.", left)
+    out.family("coderctl_tls_certificate_not_after_timestamp_seconds", "gauge",
+               "The notAfter of the certificate the check was last served (like blackbox_exporter's "
+               "probe_ssl_earliest_cert_expiry).", ends)
 
 
 def _backup(out: Exposition, snap: Snapshot, now: float) -> None:
