@@ -12,6 +12,7 @@ import pytest
 from clirun import run_cli
 from lab.coder import DEFAULT_SESSION_TOKEN, FakeCoder
 from lab.nginx import LabNginx
+from lab.tcpproxy import pipe
 from lab.tls import LabCA
 from probeargs import assert_coded, by_id, codes, network_args, run_json, statuses
 
@@ -155,21 +156,7 @@ class RoundRobin:
             upstream = socket.create_connection(("127.0.0.1", self.ports[self.turn % len(self.ports)]))
             self.turn += 1
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
 
 @pytest.fixture

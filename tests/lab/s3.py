@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.procguard import die_with_parent
+from lab.tcpproxy import pipe
 
 
 def rclone_binary() -> str | None:
@@ -154,20 +155,8 @@ class DropProxy:
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if counted and not self._spend(len(data)):
-                    self._drop_all()
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        if not pipe(src, dst, self._spend if counted else None):
+            self._drop_all()
 
     def _spend(self, n: int) -> bool:
         with self._lock:
