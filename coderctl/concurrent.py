@@ -12,14 +12,18 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Overran(TimeoutError):
+    """A call still running at its deadline: it goes on in its daemon thread, its result unused."""
+
+
 def fan_out(fn: Callable[[T], R], items: Sequence[T], deadline: float | None = None) -> list[R | BaseException]:
     """`fn(item)` for every item concurrently; the results in the order of `items`.
 
     An item whose call raised has the exception in its place; one still running at `deadline`
-    (time.monotonic()) has a TimeoutError, and its thread is left to finish on its own (daemon threads never
-    hold up the process's exit). Without a deadline every call is waited for.
+    (time.monotonic()) has an Overran (a TimeoutError), and its thread is left to finish on its own (daemon
+    threads never hold up the process's exit). Without a deadline every call is waited for.
     """
-    results: list[R | BaseException] = [TimeoutError("did not finish before the deadline")] * len(items)
+    results: list[R | BaseException] = [Overran("did not finish before the deadline")] * len(items)
 
     def run(i: int) -> None:
         try:
@@ -35,28 +39,13 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T], deadline: float | None = N
     return list(results)
 
 
-class Overran(TimeoutError):
-    """`within` gave up waiting: the call goes on in its daemon thread, its result unused."""
-
-
 def within(fn: Callable[[], R], seconds: float) -> R:
-    """`fn()` in a daemon thread, waited for at most `seconds`; raises Overran after that, else what `fn`
-    returned or raised. For reads only: a write left running might still take effect after the caller gave up.
-    """
-    box: list[R | BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            box.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if not box:
+    """`fn()` waited for at most `seconds`; raises Overran after that, else what `fn` returned or raised. For
+    reads only: a write left running might still take effect after the caller gave up. `fn` must not raise
+    Overran itself (it would read as still running)."""
+    [result] = fan_out(lambda _: fn(), [None], deadline=time.monotonic() + seconds)
+    if isinstance(result, Overran):
         raise Overran(f"no complete answer in {seconds:g}s")
-    result = box[0]
     if isinstance(result, BaseException):
         raise result
     return result

@@ -81,6 +81,10 @@ LEASES = Resource("coordination.k8s.io/v1", "leases")
 
 READS = frozenset({"GET", "HEAD"})
 
+LIBRARY_MODULES = ("kubernetes.config", "kubernetes.client")
+"""What the client imports when it is first built (about half a second, much more on a busy machine): a run
+that may need the cluster imports them before its clock starts, so no timeout is spent importing."""
+
 
 def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
     """The client configuration from the kubeconfig files as kubectl merges them (see kubeconfig.py), else

@@ -102,7 +102,7 @@ def exec_stream(
         try:
             ws, guard = _open(kube, url, tls12=True)
         except ssl.SSLError as exc:
-            if not _refuses_tls12(exc):
+            if not _may_need_tls13(exc):
                 raise
             ws, guard = _open(kube, url, tls12=False)  # a server that requires TLS 1.3
     except InvalidStatus as exc:
@@ -202,9 +202,9 @@ def _open(kube: KubeClient, url: str, *, tls12: bool) -> tuple[ClientConnection,
     return ws, guard
 
 
-def _refuses_tls12(exc: ssl.SSLError) -> bool:
-    """The TLS 1.2 handshake failed in a way that 1.3 may not: a protocol-version alert, or (from servers that
-    send none) the connection closed mid-handshake. A certificate the client rejects fails the same way again."""
+def _may_need_tls13(exc: ssl.SSLError) -> bool:
+    """The capped handshake failed in a way TLS 1.3 may not: a protocol-version alert, or (from servers that
+    send none) the connection closed mid-handshake. A certificate the client rejects would fail again."""
     return not isinstance(exc, ssl.SSLCertVerificationError)
 
 

@@ -62,7 +62,7 @@ def _discover(app: App) -> tuple[dict[str, object], list[str]]:
     from collections.abc import Callable
 
     from coderctl import discovery
-    from coderctl.cli.checkrun import KUBE_CLIENT_MODULES
+    from coderctl.clients.kube import LIBRARY_MODULES
     from coderctl.concurrent import fan_out
 
     def infisical(field: str) -> Callable[[App], object]:
@@ -79,7 +79,7 @@ def _discover(app: App) -> tuple[dict[str, object], list[str]]:
     ]
     readers += [(f"infisical_{f}", infisical(f)) for f in ("host", "environment", "path", "token_secret")]
     wanted = [(key, read) for key, read in readers if not app.settings.values[key].value]
-    for module in KUBE_CLIENT_MODULES:
+    for module in LIBRARY_MODULES:
         importlib.import_module(module)  # not on the clock
     deadline = time.monotonic() + 2 * app.timeout + 1
     answers = fan_out(lambda kr: kr[1](app), wanted, deadline=deadline)
