@@ -92,18 +92,13 @@ def _check(rotlab: RotLab, result: Any, before: dict[str, str], *, rotated: bool
 
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("step", USER_STEPS)
-def test_killed_then_resumed(rotlab: RotLab, step: str, when: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(("action", "rotated"), [("--resume", True), ("--rollback", False)],
+                         ids=["resumed", "rolled-back"])
+def test_killed_then(rotlab: RotLab, step: str, when: str, action: str, rotated: bool) -> None:  # noqa: F811
+    """Killed just before or after each step; another process finishes the rotation or undoes it."""
     before = rotlab.values()
     op = _killed(rotlab, step, when)
-    _check(rotlab, rotlab.cli("rotate-secrets", "--resume", op), before, rotated=True)
-
-
-@pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize("step", USER_STEPS)
-def test_killed_then_rolled_back(rotlab: RotLab, step: str, when: str) -> None:  # noqa: F811
-    before = rotlab.values()
-    op = _killed(rotlab, step, when)
-    _check(rotlab, rotlab.cli("rotate-secrets", "--rollback", op), before, rotated=False)
+    _check(rotlab, rotlab.cli("rotate-secrets", action, op), before, rotated=rotated)
 
 
 @pytest.mark.parametrize("rotlab", [{"auto_reload": False}], indirect=True)

@@ -96,7 +96,7 @@ def test_config_show_discover_leaves_settings_untouched(lab: Lab, apps: list[App
     values = json.loads(r.stdout)["values"]
     assert values["access_url"] == {"value": lab.access_url, "source": "cluster"}
     assert values["database_url"]["source"] == "cluster"
-    assert values["database_url"]["value"].startswith("postgresql://coder:***@")
+    assert values["database_url"]["value"].startswith("postgresql://coder:***@coder-coder-postgresql:5432/coder")
     assert values["namespace"]["source"] != "cluster"
     [app] = apps
     assert app.frozen

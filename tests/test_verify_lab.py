@@ -78,15 +78,6 @@ def test_text_output_shows_codes_and_fixes_and_evidence_with_verbose(lab: Lab) -
     assert "evidence: Secret coder/coder-database-secrets key database-url: host coder-postgresql" in verbose.stdout
 
 
-def test_config_show_discovers_from_the_lab_without_showing_secrets(lab: Lab) -> None:
-    r = run_cli(*lab.args("-o", "json"), "config", "show", "--discover")
-    lab.assert_no_secrets(r.stdout, r.stderr)
-    values = json.loads(r.stdout)["values"]
-    assert values["access_url"] == {"value": lab.access_url, "source": "cluster"}
-    assert values["database_url"]["source"] == "cluster"
-    assert values["database_url"]["value"].startswith("postgresql://coder:***@coder-coder-postgresql:5432/coder")
-
-
 @pytest.mark.fake_only
 def test_text_output_in_every_scenario_keeps_secrets_out(lab: Lab) -> None:
     from lab.kubeapi import scenario_names
