@@ -17,7 +17,6 @@ from backup_support import create, direct, files, pod_path_first, wrapper
 from clirun import ROOT, run_cli
 from lab.deployment import Lab
 
-pytestmark = pytest.mark.flaky(reruns=2)  # in-process exec: a stream can fail to open under load (tests/conftest.py)
 
 FAIL_MIDWAY = '"$REAL_BIN/pg_dump" "$@" | head -c 20000\nexit 1'
 

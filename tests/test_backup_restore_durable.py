@@ -17,7 +17,6 @@ from test_backup_restore import Setup, setup  # noqa: F401
 
 from coderctl.ops.operation import KILL_AFTER_STEP
 
-pytestmark = pytest.mark.flaky(reruns=2)  # exec handshakes can time out under load
 
 STEPS = ["check", "target", "confirm", "safety-backup", "scale-down", "restore", "row-counts", "scale-up"]
 
