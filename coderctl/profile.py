@@ -118,6 +118,11 @@ FIELDS: tuple[Field, ...] = (
     Field("s3_credentials_secret", None, "NAMESPACE/NAME (or NAME, in the namespace) of a Secret holding "
           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL); "
           "used unless the environment sets AWS credentials", section="backup"),
+    Field("s3_object_lock_mode", None, "object lock retention mode of each backup written to a bucket (the dump and "
+          "its manifest), with s3_object_lock_days; the bucket must have object lock enabled", section="backup",
+          choices=("GOVERNANCE", "COMPLIANCE")),
+    Field("s3_object_lock_days", None, "days each backup written to a bucket stays locked, from its creation; with "
+          "s3_object_lock_mode", kind="int", section="backup"),
     # network
     Field("resolve", [], "HOST:PORT:ADDRESS overrides, like curl --resolve", kind="list", section="network"),
     Field("nameserver", ["1.1.1.1", "8.8.8.8"], "DNS servers to ask (ADDRESS[:PORT])", kind="list",

@@ -2,7 +2,8 @@
 is sent; the upload is completed only after pg_dump exited 0, the dump read whole and every part was stored,
 then the manifest is written beside the object. Any failure aborts the upload: no object ever appears under
 a backup's name unless it is whole (the caller's `_Attempt.discard()` aborts it, or deletes a completed
-object whose manifest could not be written).
+object whose manifest could not be written). With an object lock asked (ops/s3lock.py) the bucket must have
+object lock enabled before anything is dumped, and both objects must read back retained as asked.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from coderctl.context import App
 from coderctl.ops import manifest as mf
+from coderctl.ops import s3lock
 from coderctl.ops.journal import Journal, StepFailed
-from coderctl.ops.s3 import Bucket, open_bucket
+from coderctl.ops.s3 import Bucket, Retention, open_bucket
 from coderctl.ops.s3upload import MultipartWriter
 from coderctl.ops.storage import S3URL
 from coderctl.ops.verifier import Inline, StreamCheck, VerifyFailed
@@ -31,16 +33,21 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
 
     assert opts.to is not None
     with journal.step("prepare") as step:
+        lock = s3lock.asked(app.settings)
         bucket = open_bucket(app, opts.to)
+        if lock is not None:
+            s3lock.require(bucket, lock)
         source = backup._prepare(app, opts)
         attempt.database = source.url.database
         step.detail = (f"{source.describe}; {opts.fmt} format into {_where(opts.to)} at {bucket.endpoint} "
-                       f"(credentials: {bucket.credentials.origin})")
+                       f"(credentials: {bucket.credentials.origin})"
+                       + (f"; object lock {lock}" if lock is not None else ""))
     moment = mf.now_utc()
+    wanted = lock.retention(moment) if lock is not None else None
     key = _free_key(bucket, opts.to, source.url.database, moment, opts)
     digest = hashlib.sha256()
     with journal.step("dump") as step:
-        attempt.upload = upload = MultipartWriter(bucket, key)
+        attempt.upload = upload = MultipartWriter(bucket, key, extra=s3lock.arguments(wanted))
         check = None
         if opts.verify:
             attempt.follower = check = Inline(StreamCheck(opts.fmt))
@@ -72,15 +79,40 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
                               verification, facts, version)
     with journal.step("commit") as step:
         upload.complete()
+        retained, late = s3lock.confirm(bucket, key, wanted) if wanted is not None else (None, False)
         record.duration_s = round(time.monotonic() - start, 3)
-        bucket.put_bytes(key + ".json", mf.encode(record))
+        bucket.put_bytes(key + ".json", mf.encode(record), extra=s3lock.arguments(wanted))
+        if wanted is not None:
+            _confirm_manifest(bucket, key + ".json", wanted)
         attempt.upload = None
         step.detail = f"s3://{bucket.name}/{key} (+ {record.file}.json)"
+        if retained is not None:
+            step.detail += f", both retained {s3lock.describe(retained)}" + (
+                " (the dump's set after its upload: the server ignored the lock given with the multipart upload)"
+                if late else "")
     return {"file": f"s3://{bucket.name}/{key}", "manifest": f"s3://{bucket.name}/{key}.json",
             "destination": _where(opts.to), "database": source.url.database, "size": upload.size,
             "sha256": record.sha256, "verified": verification.status == "ok", "tables": len(record.tables or {}),
             "rows": sum((record.tables or {}).values()), "server_version": record.server_version,
-            "coder_version": version}
+            "coder_version": version, "retention": _retention_json(retained)}
+
+
+def _confirm_manifest(bucket: Bucket, key: str, wanted: Retention) -> None:
+    """As for the dump; a manifest that is not retained is removed with it (the caller discards the dump)."""
+    try:
+        s3lock.confirm(bucket, key, wanted)
+    except BaseException:
+        try:
+            bucket.delete(key)
+        except Exception:  # the failure being raised says more; `backup list` shows a manifest left behind
+            pass
+        raise
+
+
+def _retention_json(retained: Retention | None) -> dict[str, str] | None:
+    if retained is None:
+        return None
+    return {"mode": retained.mode, "retain_until": mf.format_time(retained.until)}
 
 
 def _where(url: S3URL) -> str:

@@ -1,5 +1,5 @@
 """The backups in a directory or under an s3:// prefix, each with its manifest and the state of its checksum
-(`backup list`)."""
+(`backup list`); in a bucket with object lock enabled, each data object's retention too."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coderctl.errors import UsageError
+from coderctl.errors import CoderctlError, UsageError
 from coderctl.ops import manifest as mf
 from coderctl.ops.files import PARTIAL, sha256_file
 
 if TYPE_CHECKING:
-    from coderctl.ops.s3 import Bucket
+    from coderctl.ops.s3 import Bucket, Retention
     from coderctl.ops.storage import S3URL
 
 DATA_SUFFIXES = (".dump", ".sql")
@@ -33,11 +33,16 @@ class Entry:
     key: str = ""
     """In a bucket: the object's key (`path` then holds only its name)."""
     upload_id: str = ""
+    retention: Retention | None = None
+    """The data object's object lock, as the bucket reports it (None: none, or a directory)."""
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    def retained(self, now: datetime) -> bool:
+        """Under an object lock still in force: the server would refuse to delete this version."""
+        return self.retention is not None and self.retention.until > now
 
     @property
     def location(self) -> str:
@@ -128,6 +133,11 @@ def scan_s3(bucket: Bucket, url: S3URL, *, checksums: bool = True) -> list[Entry
     names = {n for n in objects if n.endswith(DATA_SUFFIXES)}
     names |= {n[: -len(".json")] for n in objects if n.endswith(tuple(s + ".json" for s in DATA_SUFFIXES))}
     entries = [_s3_entry(bucket, prefix + name, objects, checksums) for name in names]
+    if _may_lock(bucket):
+        for entry in entries:
+            if entry.size is not None:
+                info = bucket.head(entry.key)
+                entry.retention = info.retention if info is not None else None
     for u in bucket.pending_uploads(prefix):
         name = u.key[len(prefix):]
         if "/" in name:
@@ -138,6 +148,15 @@ def scan_s3(bucket: Bucket, url: S3URL, *, checksums: bool = True) -> list[Entry
                              "coderctl backup cleanup removes it", bucket=bucket, key=u.key, upload_id=u.upload_id))
     entries.sort(key=newest_first, reverse=True)
     return entries
+
+
+def _may_lock(bucket: Bucket) -> bool:
+    """Whether objects may carry a lock: one request for the bucket, then (only if so) a HEAD per backup. A
+    configuration the key may not read counts as maybe, so that prune never deletes a retained backup unseen."""
+    try:
+        return bucket.lock_configuration()[0]
+    except CoderctlError:
+        return True
 
 
 def parse_manifest(data: bytes, name: str) -> mf.Manifest:

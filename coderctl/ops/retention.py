@@ -5,7 +5,8 @@ for `daily`, the ISO week for `weekly`, the month for `monthly`. A backup is kep
 differs from that of the last backup the rule kept, while the rule has count left; so each rule keeps the
 newest backup of each of its N most recent buckets. A backup no rule keeps is removed, except the newest
 verified backup, which is always kept: "verified" as its manifest says and intact as its SHA-256 shows
-now, so a damaged file never takes the place of the last good one.
+now, so a damaged file never takes the place of the last good one. In a bucket, a backup whose object lock is
+still in force is kept too ("retained until ..."): deleting it would only hide it behind a delete marker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,13 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(entries: list[Entry], policy: Policy, intact: Callable[[Entry], bool] | None = None) -> list[Decision]:
+def decide(entries: list[Entry], policy: Policy, intact: Callable[[Entry], bool] | None = None,
+           now: datetime | None = None) -> list[Decision]:
     """Decisions for complete backups (others are never touched), newest first.
 
     `intact(entry)` checks a backup's file against its manifest's checksum; the newest verified backup that
     passes it is protected. Without it the manifests' word is taken (the entries' own checksum state)."""
+    now = now or datetime.now(UTC)
     if policy.empty:
         raise UsageError("no --keep-* option given: prune would remove every backup")
     backups = sorted((e for e in entries if e.complete and e.time is not None), key=newest_first, reverse=True)
@@ -92,6 +95,9 @@ def decide(entries: list[Entry], policy: Policy, intact: Callable[[Entry], bool]
             d.reasons.append("newest verified backup")
         elif id(entry) in damaged:
             d.reasons.append(f"checksum {entry.checksum}: not protected as the newest verified backup")
+        if entry.retention is not None and entry.retained(now):
+            d.keep = True
+            d.reasons.append(f"retained until {mf.format_time(entry.retention.until)} ({entry.retention.mode})")
         if not d.keep:
             d.reasons.append("no rule keeps it")
         decisions.append(d)
@@ -153,7 +159,9 @@ def prune(directory: Path | S3URL, policy: Policy, *, dry_run: bool, journal: Jo
         "policy": policy.counts(),
         "backups": [{"file": d.entry.name, "created_at": mf.format_time(d.entry.time) if d.entry.time else None,
                      "action": "keep" if d.keep else ("would remove" if dry_run else "removed"),
-                     "reasons": d.reasons} for d in decisions],
+                     "reasons": d.reasons,
+                     "retained_until": mf.format_time(d.entry.retention.until) if d.entry.retention else None}
+                    for d in decisions],
         "untouched": untouched, "duration_s": round(time.monotonic() - start, 3),
     }
     if failed:

@@ -7,7 +7,7 @@ AWS_ENDPOINT_URL_S3) for a server other than AWS; AWS_REGION, else AWS_DEFAULT_R
 Secret's endpoint and region come after the environment's). coderctl adds CODERCTL_S3_ADDRESSING_STYLE
 (path | virtual | auto; path when an endpoint is set, as MinIO, Ceph and rclone expect), CODERCTL_S3_SSE
 (AES256 | aws:kms), CODERCTL_S3_SSE_KMS_KEY_ID and CODERCTL_S3_PART_SIZE (bytes of the first parts, default
-8 MiB).
+8 MiB). Object lock retention is a setting (s3_object_lock_mode / _days, ops/s3lock.py).
 
 Every failure becomes one line: wrong credentials and a missing bucket are configuration errors (exit 2), an
 endpoint that cannot be reached or a failed request an operation failure (exit 1).
@@ -30,10 +30,20 @@ from coderctl.ops.storage import S3URL
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
                "InvalidClientTokenId", "AuthorizationHeaderMalformed", "403", "Forbidden"}
 _MISSING_BUCKET = {"NoSuchBucket"}
+_NO_LOCK_CONFIGURATION = {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"}
+_UNSUPPORTED = {"NotImplemented", "501", "MethodNotAllowed", "405", "InvalidRequest", "InvalidArgument"}
 
 
 class S3Error(CoderctlError):
     """A request failed; the message is one line naming the bucket and what to check."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """An object's lock: its mode (GOVERNANCE or COMPLIANCE) and until when it holds."""
+
+    mode: str
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class ObjectInfo:
     size: int
     modified: datetime | None
     etag: str
+    retention: Retention | None = None
+    """Only from `head` (a listing does not tell)."""
 
     @property
     def name(self) -> str:
@@ -106,6 +118,7 @@ class Bucket:
         self.credentials = credentials or Credentials("AWS default chain")
         self.settings = settings or Settings.from_env(self.credentials.config)
         self._client: Any = None
+        self._lock: tuple[bool, str] | None = None
 
     @property
     def client(self) -> Any:
@@ -200,7 +213,10 @@ class Bucket:
             raise self.error(exc, f"read {key}") from None
         except Exception as exc:
             raise self.error(exc, f"read {key}") from None
-        return ObjectInfo(key, int(r.get("ContentLength") or 0), r.get("LastModified"), str(r.get("ETag") or ""))
+        until, mode = r.get("ObjectLockRetainUntilDate"), r.get("ObjectLockMode")
+        retention = Retention(str(mode), until) if mode and isinstance(until, datetime) else None
+        return ObjectInfo(key, int(r.get("ContentLength") or 0), r.get("LastModified"), str(r.get("ETag") or ""),
+                          retention)
 
     def objects(self, prefix: str) -> list[ObjectInfo]:
         """The objects directly under `prefix` (not in its sub-"directories")."""
@@ -238,13 +254,15 @@ class Bucket:
         finally:
             body.close()
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/json",
+                  extra: Mapping[str, Any] | None = None) -> None:
+        """One PutObject; `extra` adds arguments (an object lock). Content-MD5 is sent, as object lock requires."""
         import base64
         import hashlib
 
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         self._call(f"write {key}", "put_object", Key=key, Body=data, ContentMD5=md5, ContentType=content_type,
-                   **self.settings.encryption())
+                   **self.settings.encryption(), **(extra or {}))
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", "delete_object", Key=key)
@@ -267,6 +285,37 @@ class Bucket:
                 return out
             marker = {"KeyMarker": page.get("NextKeyMarker") or "",
                       "UploadIdMarker": page.get("NextUploadIdMarker") or ""}
+
+    def lock_configuration(self) -> tuple[bool, str]:
+        """Whether the bucket has object lock enabled, and if not, why (asked once per Bucket).
+
+        A bucket created without object lock answers ObjectLockConfigurationNotFoundError; a server without
+        object lock answers NotImplemented, or (rclone serve s3) an empty document."""
+        from botocore.exceptions import ClientError
+
+        if self._lock is None:
+            try:
+                r = self.client.get_object_lock_configuration(Bucket=self.name)
+            except ClientError as exc:
+                code = str((exc.response.get("Error") or {}).get("Code") or
+                           exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "")
+                if code in _NO_LOCK_CONFIGURATION:
+                    self._lock = (False, "has no object lock configuration")
+                elif code in _UNSUPPORTED:
+                    self._lock = (False, f"is on a server that does not support object lock ({code})")
+                else:
+                    raise self.error(exc, "read the object lock configuration") from None
+            except Exception as exc:
+                raise self.error(exc, "read the object lock configuration") from None
+            else:
+                enabled = (r.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled")
+                self._lock = (True, "") if enabled == "Enabled" else (False, "does not report object lock as enabled")
+        return self._lock
+
+    def set_retention(self, key: str, retention: Retention) -> None:
+        """PutObjectRetention on the current version of `key`."""
+        self._call(f"set the retention of {key}", "put_object_retention", Key=key,
+                   Retention={"Mode": retention.mode, "RetainUntilDate": retention.until})
 
     def abort(self, key: str, upload_id: str) -> None:
         self._call(f"abort the multipart upload of {key}", "abort_multipart_upload", Key=key, UploadId=upload_id)

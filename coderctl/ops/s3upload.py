@@ -15,6 +15,7 @@ import hashlib
 import queue
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from coderctl.errors import CoderctlError
@@ -31,7 +32,9 @@ def part_size(number: int, base: int = BASE_PART) -> int:
 
 
 class MultipartWriter:
-    def __init__(self, bucket: Bucket, key: str, *, base_part: int | None = None) -> None:
+    def __init__(self, bucket: Bucket, key: str, *, base_part: int | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        """Start the upload; `extra` adds arguments to CreateMultipartUpload (an object lock)."""
         self.bucket = bucket
         self.key = key
         self.base_part = base_part or bucket.settings.part_size
@@ -45,7 +48,8 @@ class MultipartWriter:
         self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         created = bucket._call(f"start the upload of {key}", "create_multipart_upload", Key=key,
-                               ContentType="application/octet-stream", **bucket.settings.encryption())
+                               ContentType="application/octet-stream", **bucket.settings.encryption(),
+                               **(extra or {}))
         self.upload_id: str = created["UploadId"]
         self._thread = threading.Thread(target=self._upload_parts, name="s3-parts", daemon=True)
         self._thread.start()

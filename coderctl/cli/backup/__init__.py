@@ -46,6 +46,36 @@ def database_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def object_lock_options(fn: F) -> F:
+    """--object-lock-mode, --object-lock-days: retention of a backup written to a bucket (create)."""
+
+    @click.option("--object-lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"], case_sensitive=False),
+                  default=None, help="with a bucket: lock the backup and its manifest in this object lock mode (the "
+                  "bucket must have object lock enabled) [default: s3_object_lock_mode setting (env: "
+                  "CODERCTL_S3_OBJECT_LOCK_MODE)]")
+    @click.option("--object-lock-days", type=click.IntRange(1, 36500), default=None, metavar="DAYS",
+                  help="with a bucket: keep them locked this many days from the backup's creation [default: "
+                       "s3_object_lock_days setting (env: CODERCTL_S3_OBJECT_LOCK_DAYS)]")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, object_lock_mode: str | None, object_lock_days: int | None, **kwargs: Any) -> Any:
+        from coderctl.errors import UsageError
+        from coderctl.ops.storage import is_s3
+        from coderctl.profile import override
+
+        app = click.get_current_context().find_object(App)
+        assert app is not None
+        if object_lock_mode or object_lock_days:
+            to, output_dir = kwargs.get("to"), kwargs.get("output_dir")
+            if output_dir or not is_s3(to or _configured(app)):
+                raise UsageError("--object-lock-mode / --object-lock-days: object lock is for a backup written to "
+                                 "a bucket (--to s3://BUCKET/PREFIX)")
+        override(app.settings, {"s3_object_lock_mode": object_lock_mode.upper() if object_lock_mode else None,
+                                "s3_object_lock_days": object_lock_days})
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _configured(app: App) -> str | None:
     """The configured destination: backup_destination, else backup_dir (either a directory or s3://...)."""
     value = app.settings.backup_destination or app.settings.backup_dir
@@ -94,6 +124,7 @@ def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
 
 @backup.command()
 @database_options
+@object_lock_options
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="where to write (a directory) [default: as --to]")
 @click.option("--to", "to", default=None, metavar="DIR|s3://BUCKET/PREFIX",
@@ -228,8 +259,12 @@ def list_cmd(app: App, directory: str | None, quick: bool) -> int:
                  render.human_bytes(e.size), e.manifest.via if e.manifest else "-",
                  ("yes" if e.manifest.verified else "no") if e.manifest else "-", e.checksum]
                 for e in entries]
-        render.print_table(["NAME", "AGE", "SIZE", "VIA", "VERIFIED", "CHECKSUM"], rows, color=app.color,
-                           empty=f"no backups in {where}")
+        header = ["NAME", "AGE", "SIZE", "VIA", "VERIFIED", "CHECKSUM"]
+        if any(e.retention for e in entries):
+            header.append("RETAINED UNTIL")
+            for row, e in zip(rows, entries, strict=True):
+                row.append(f"{mf.format_time(e.retention.until)} ({e.retention.mode})" if e.retention else "-")
+        render.print_table(header, rows, color=app.color, empty=f"no backups in {where}")
     return 1 if bad else 0
 
 
@@ -239,7 +274,9 @@ def _entry_json(e: Any) -> dict[str, Any]:
     m = e.manifest
     return {"file": e.name, "created_at": mf.format_time(e.time) if e.time else None, "size": e.size,
             "via": m.via if m else None, "format": m.format if m else None,
-            "verified": m.verified if m else None, "checksum": e.checksum, "detail": e.detail}
+            "verified": m.verified if m else None, "checksum": e.checksum, "detail": e.detail,
+            "retained_until": mf.format_time(e.retention.until) if e.retention else None,
+            "lock_mode": e.retention.mode if e.retention else None}
 
 
 @backup.command()
