@@ -134,3 +134,22 @@ def test_every_finding_code_is_documented() -> None:
 
     text = _gen_doctor_doc().DOC.read_text()
     assert set(re.findall(r"^### (\S+)$", text, re.M)) == {r.code for r in RULES}
+
+
+def test_fixes_name_the_database_user_the_checks_found() -> None:
+    """Under rotate-secrets --strategy alternate the URL's user is a login role: the password-drift fix changes
+    its password, not coder's."""
+    results, signals = world(["DB-PASSWORD-DRIFT@database.connect"])
+    results[0].data = {"user": "coder_a", "database": "coder"}
+    fix = "\n".join(diagnose(results, signals, NAMES)[0].fix)
+    assert "'\\password coder_a'" in fix and "\\password coder'" not in fix
+
+
+def test_a_broken_login_role_claims_the_objects_it_made() -> None:
+    results, signals = world(["DB-ROLE-NOT-OWNER@database.roles"])
+    results[0].problems.append(CODES["DB-OBJECTS-OWNED-ELSEWHERE"]("owned by coder_a", fix=["REASSIGN ..."]))
+    results[0].data = {"user": "coder_a", "owner": "coder", "database": "coder"}
+    findings = diagnose(results, signals, NAMES)
+    assert [f.code for f in findings] == ["DATABASE-ROLE-LAYOUT-BROKEN"]
+    assert "REASSIGN ..." in findings[0].fix and findings[0].chain.startswith("the URL's user (coder_a)")
+    assert findings[0].fix[0].startswith("make coder_a act as coder")

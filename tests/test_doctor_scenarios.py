@@ -20,6 +20,7 @@ from lab.coder import FakeCoder
 from lab.deployment import Lab
 from lab.dns import DEFAULT_TUNNEL_ID, TUNNEL_ZONE, ZONE, LabDNS, external_dns_txt, reference_zones
 from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN, LabNginx
+from test_rotate_layout import ACTING, login_role
 from test_verify_findings import _other_host, change, delete, set_env
 
 pytestmark = [pytest.mark.fake_only, pytest.mark.flaky(reruns=2)]  # exec streams can fail to open under load
@@ -408,3 +409,30 @@ def test_doctor_only_reads(lab: Lab, ingress: Ingress, tmp_path: Any) -> None:
     run_doctor(lab, ingress, "--bundle", str(tmp_path / "bundle.tar.gz"))
     methods = {method for method, _ in lab.kube.request_log}
     assert methods == {"GET"}, methods
+
+
+def test_a_broken_login_role_layout(lab: Lab, ingress: Ingress) -> None:
+    """The URL's user is coder_a, a member of coder without `SET role`, and owns a table it made: the layout of
+    rotate-secrets --strategy alternate, broken on purpose."""
+    with login_role(lab, "GRANT coder TO coder_a", "SET ROLE coder_a; CREATE TABLE public.stray (id int)"):
+        code, doc = run_doctor(lab, ingress)
+    assert code == 1
+    assert [f["code"] for f in doc["findings"]] == ["DATABASE-ROLE-LAYOUT-BROKEN"], doc["findings"]
+    first = doc["findings"][0]
+    fix = "\n".join(first["fix"])
+    assert first["fix"][0].startswith("make coder_a act as coder") and "database.roles" in first["checks"]
+    for needle in ("coder-coder-postgresql-0", "ALTER ROLE coder_a SET role = 'coder';",
+                   "REASSIGN OWNED BY coder_a TO coder;", "deployment/coder"):
+        assert needle in fix, (needle, first["fix"])
+    assert "TABLE public.stray" in "\n".join(first["evidence"])
+    failing = {c["id"] for c in doc["checks"] if c["status"] in ("warn", "fail", "error")}
+    assert failing <= set(first["checks"]) | set(first["consequences"]), failing
+
+
+def test_password_drift_of_a_login_role_names_it(lab: Lab, ingress: Ingress) -> None:
+    with login_role(lab, *ACTING, "ALTER ROLE coder_a PASSWORD 'drifted-away-from-the-secret'"):
+        code, doc = run_doctor(lab, ingress)
+    assert code == 1
+    assert [f["code"] for f in doc["findings"]] == ["DATABASE-PASSWORD-DRIFT"], doc["findings"]
+    fix = "\n".join(doc["findings"][0]["fix"])
+    assert "-c '\\password coder_a'" in fix and "\\password coder'" not in fix

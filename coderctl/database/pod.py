@@ -38,9 +38,9 @@ _ADMIN_VARS = ("POSTGRES_POSTGRES_PASSWORD", "POSTGRES_POSTGRES_PASSWORD_FILE", 
 Sources = Literal["pod", "given"]
 """`pod`: the pod's files and environment too; `given`: only the passwords coderctl sends (a login test)."""
 
-# $1 user, $2 database, $3 sources, $4 and $5 the script's own arguments (saved in A1, A2).
+# $1 user, $2 database, $3 sources, $4 to $6 the script's own arguments (saved in A1, A2, A3).
 CREDENTIALS = r"""
-U=$1 D=$2 M=$3 A1=${4-} A2=${5-}
+U=$1 D=$2 M=$3 A1=${4-} A2=${5-} A3=${6-}
 tool() {
   if [ -x "/opt/bitnami/postgresql/bin/$1" ]; then echo "/opt/bitnami/postgresql/bin/$1"
   else command -v "$1" || { echo "coderctl: $1 not found in the pod" >&2; return 127; }; fi
@@ -105,11 +105,16 @@ exit "$RC"
 """
 
 # A1 format, A2 size in bytes: `head -c` ends the input even where exec cannot half-close stdin (v4).
-# One transaction: a failed restore leaves the database as it was.
+# One transaction: a failed restore leaves the database as it was. A3, when given, is the role the sessions act
+# as from their start (PGOPTIONS `-c role=`, escaped by restore_role_option): the database's owner, so that what
+# is restored is owned by it whoever logs in (a login role of the alternate layout, or postgres); a custom
+# archive's own owners are then left out (--no-owner).
 RESTORE = CREDENTIALS + r"""
+O=
+if [ -n "$A3" ]; then PGOPTIONS="-c role=$A3"; export PGOPTIONS; O=--no-owner; fi
 case "$A1" in
 custom) R=$(tool pg_restore) || exit 127
-  head -c "$A2" | "$R" -w -U "$U" -d "$D" --clean --if-exists --single-transaction --exit-on-error ;;
+  head -c "$A2" | "$R" -w -U "$U" -d "$D" --clean --if-exists --single-transaction --exit-on-error $O ;;
 *) Q=$(tool psql) || exit 127
   head -c "$A2" | "$Q" -X -q -w -v ON_ERROR_STOP=1 --single-transaction -U "$U" -d "$D" -f - ;;
 esac
@@ -203,6 +208,11 @@ def login_target(app: App, url: DatabaseURL) -> Target:
                   (url.password,) if url.password else (), sources="given")
 
 
+def restore_role_option(role: str) -> str:
+    """`role` as the value of `-c role=` in PGOPTIONS, where a space or a backslash must be escaped."""
+    return role.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
 def _stdin(t: Target, chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield b"".join(base64.b64encode(p.encode("utf-8")) + b"\n" for p in t.passwords[:2]) + b"\n"
     yield from chunks
@@ -210,9 +220,9 @@ def _stdin(t: Target, chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 def run(app: App, t: Target, script: str, *args: str, stdout: Callable[[bytes], object],
         stdin: Iterable[bytes] = (), close_stdin: bool = True, idle_timeout: float | None = None) -> ExecResult:
-    """Run one of this module's scripts (at most two arguments of its own, never secret)."""
-    if len(args) > 2:
-        raise ValueError("a pod script takes at most two arguments")
+    """Run one of this module's scripts (at most three arguments of its own, never secret)."""
+    if len(args) > 3:
+        raise ValueError("a pod script takes at most three arguments")
     command = ["sh", "-c", script, "coderctl", t.user, t.database, t.sources, *args]
     return exec_stream(app.kube(), t.namespace, t.pod, command, container=t.container, stdout=stdout,
                        stdin=_stdin(t, stdin), close_stdin=close_stdin, idle_timeout=idle_timeout)

@@ -58,10 +58,31 @@ def _fill(template: str, names: Mapping[str, str]) -> str:
     return template.format_map(_Names(names))
 
 
+FOUND_NAMES: dict[str, tuple[tuple[str, str], ...]] = {
+    "db_user": (("database.roles", "user"), ("database.connect", "user")),
+    "db_owner": (("database.roles", "owner"),),
+    "db_name": (("database.roles", "database"), ("database.connect", "database")),
+}
+"""Names the fixes use that only the checks know, as (check id, data key) in order of preference: the database
+URL's user is `coder_a` under rotate-secrets --strategy alternate, not the chart's `coder`."""
+
+
+def found_names(results: Iterable[CheckResult], names: Mapping[str, str]) -> dict[str, str]:
+    """`names`, completed with what the checks found (a name given wins)."""
+    data = {r.id: r.data for r in results}
+    found: dict[str, str] = {}
+    for name, sources in FOUND_NAMES.items():
+        value = next((data[cid][key] for cid, key in sources if data.get(cid, {}).get(key)), None)
+        if value is not None:
+            found[name] = str(value)
+    return {**found, **names}
+
+
 def diagnose(results: list[CheckResult], signals: list[Signal], names: Mapping[str, str],
              rules: tuple[Rule, ...] = RULES) -> list[Finding]:
     """The root causes, most severe first (then in the table's order); every failing check is either a
     cause of a finding (`checks`) or folded under one as a consequence, or is its own finding."""
+    names = found_names(results, names)
     seen = occurrences(results, signals)
     explained: set[str] = set()
     fired: list[tuple[Rule, list[Occurrence]]] = []

@@ -102,7 +102,27 @@ RULES: tuple[Rule, ...] = (
          ("coderctl rotate-secrets   # sets a new password in PostgreSQL, Infisical, the Secret, and rolls Coder",
           "or the one ALTER ROLE that gives the role the Secret's password, typed at a prompt so it reaches "
           "neither argv nor the server log: kubectl -n {ns} exec -it {pg_pod} -c {pg_container} -- psql -U postgres "
-          "-c '\\password coder'", _ROLL)),
+          "-c '\\password {db_user}'", _ROLL)),
+    Rule("DATABASE-ROLE-LAYOUT-BROKEN", "fail", "Coder's database user does not act as the database's owner",
+         ("DB-ROLE-NOT-OWNER",), ("DB-LOGIN-ROLE-NO-SET-ROLE",),
+         "the URL's user ({db_user}) is not a member of {db_owner} or has no `SET role = '{db_owner}'` → Coder's "
+         "sessions do not act as {db_owner} → objects its migrations create are owned by {db_user} → Coder acting "
+         "as {db_owner} cannot alter them, and they break when a rotation retires {db_user}",
+         "Under rotate-secrets --strategy alternate the URL's user is a login role (<owner>_a, <owner>_b) that must "
+         "be a member of the database's owner with `ALTER ROLE ... SET role = '<owner>'`; someone changed that "
+         "(or set the URL's user by hand).",
+         ("make {db_user} act as {db_owner} with the statements below, as postgres in database {db_name}; then "
+          "REASSIGN OWNED BY {db_user} TO {db_owner} for what it created meanwhile, and restart Coder",),
+         claims=("DB-OBJECTS-OWNED-ELSEWHERE",)),
+    Rule("DATABASE-LOGIN-ROLE-INCOMPLETE", "warn", "The next alternate rotation would hand Coder a role that does "
+         "not act as the owner",
+         ("DB-LOGIN-ROLE-NO-SET-ROLE",), (),
+         "the alternate strategy's idle login role is not a member of {db_owner} or has no `SET role` → the next "
+         "rotation points Coder at it → its verify step finds the sessions do not act as {db_owner} and rolls back",
+         "rotate-secrets --strategy alternate sets both login roles up on its first run only; one of them was "
+         "changed since (or made by hand).",
+         ("give the idle login role the statements below, as postgres in database {db_name}; "
+          "docs/rotate-secrets.md, 'Strategy alternate'",)),
     Rule("POSTGRES-VOLUME-PENDING", "critical", "PostgreSQL's volume is not bound",
          ("PG-PVC-NOT-BOUND", "PG-PVC-MISSING"),
          (*COFFIN, *DATABASE_DOWN, "PG-NOT-READY", "EVENT-PROVISIONING-FAILED", "EVENT-FAILED-SCHEDULING",

@@ -23,6 +23,9 @@ from coderctl.clients.kube_exec import ExecStreamBroken
 from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.clients.rollout import RolloutError, wait_for_rollout
 from coderctl.context import App
+from coderctl.database.messages import first_error
+from coderctl.database.pod import restore_role_option
+from coderctl.database.roles import database_owner, database_owner_direct
 from coderctl.errors import CoderctlError
 from coderctl.ops import backup, pgtools, pod, tables
 from coderctl.ops import manifest as mf
@@ -78,6 +81,18 @@ class _Database:
         if self.target is not None:
             return tables.count_exec(app, self.target)
         return tables.count_direct(app, self.url, self.host, self.port)
+
+    def owner(self, app: App) -> str:
+        """The database's owner, asked as the URL's user: what is restored is to be owned by it."""
+        import psycopg
+
+        try:
+            if self.target is not None:
+                return database_owner(app, self.target)
+            return database_owner_direct(app, self.url, self.host, self.port)
+        except (CoderctlError, psycopg.Error) as exc:
+            raise StepFailed(app.redact(f"cannot read the owner of database {self.url.database}: "
+                                        f"{first_error(str(exc), type(exc).__name__)}")) from None
 
 
 def restore(app: App, opts: RestoreOptions, confirm: Confirm, progress: Progress | None = None) -> Outcome:
@@ -198,8 +213,10 @@ class _Restore:
 
     def restore(self, run: Run) -> str:
         record = mf.read(self.opts.file)
-        _restore_into(self.app, self.database(), self.opts.file, record, self.progress)
-        return f"{record.size} bytes restored in one transaction"
+        if not run.state.get("owner"):
+            run.state["owner"] = self.database().owner(self.app)
+        _restore_into(self.app, self.database(), self.opts.file, record, self.progress, run.state["owner"])
+        return f"{record.size} bytes restored in one transaction, acting as {run.state['owner']}"
 
     def restored(self, run: Run) -> bool:
         record = mf.read(self.opts.file)
@@ -266,7 +283,7 @@ class _Restore:
         safety = Path(run.state["safety"])
         with run.journal.step("restore-safety-backup") as step:
             record = mf.read(safety)
-            _restore_into(self.app, db, safety, record, None)
+            _restore_into(self.app, db, safety, record, None, run.state.get("owner"))
             diffs = tables.differences(record.tables or {}, db.counts(self.app))
             if diffs:
                 raise StepFailed(f"row counts differ after restoring the safety backup: {tables.summary(diffs)}")
@@ -343,11 +360,17 @@ def _file_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
                 progress(sent)
 
 
-def _restore_into(app: App, db: _Database, path: Path, record: mf.Manifest, progress: Progress | None) -> None:
+def _restore_into(app: App, db: _Database, path: Path, record: mf.Manifest, progress: Progress | None,
+                  owner: str | None) -> None:
+    """The sessions act as `owner` (the database's) from their start, and a custom archive's owners are left out,
+    so every restored object is owned by it whoever logs in: the URL's user may be a login role acting as the
+    owner (rotate-secrets --strategy alternate), and the archive may name owners from a broken layout. A record
+    from before the owner was recorded has none: the archive's owners then stand."""
+    role = restore_role_option(owner) if owner else ""
     if db.target is not None:
         output = bytearray()
         try:
-            result = pod.run(app, db.target, pod.RESTORE, record.format, str(record.size),
+            result = pod.run(app, db.target, pod.RESTORE, record.format, str(record.size), *([role] if role else []),
                              stdout=lambda b: output.extend(b[: max(0, 65536 - len(output))]),
                              stdin=_file_chunks(path, progress))
         except ExecStreamBroken as exc:
@@ -357,7 +380,10 @@ def _restore_into(app: App, db: _Database, path: Path, record: mf.Manifest, prog
                              f"rolled back: {app.redact(pod.error_line(result))}")
         return
     env = pgtools.libpq_env(db.url, host=db.host, port=db.port, connect_timeout=app.timeout)
+    if role:
+        env["PGOPTIONS"] = f"-c role={role}"
     reason = pgtools.restore_archive(str(path), record.format, database=db.url.database, env=env,
-                                     flags=("--clean", "--if-exists"), why="to restore")
+                                     flags=("--clean", "--if-exists", *(("--no-owner",) if role else ())),
+                                     why="to restore")
     if reason is not None:
         raise StepFailed(app.redact(f"restore failed, rolled back: {reason}"))
