@@ -245,6 +245,12 @@ class World:
         """The role a session of `user` acts as (current_user after its role setting)."""
         from coderctl.database import pod
 
+        self.app.redact.add(password)
+        if self.state.get("via") == "direct":
+            acting = self._direct_query(user, password, "select current_user", f"log in as {user}")
+            if acting is None:
+                raise RotateError(f"cannot log in as {user}: password authentication failed")
+            return acting
         t = pod.Target(self.app.namespace, self.app.settings.postgres_pod, self.app.settings.postgres_container,
                        user, self.state["database"], (password,), sources="given")
         try:
@@ -288,6 +294,11 @@ class World:
         return url if url.user == user else _with_user(url, user)
 
     def _direct_login(self, user: str, password: str) -> bool:
+        return self._direct_query(user, password, "select 1", f"test the login of {user}") is not None
+
+    def _direct_query(self, user: str, password: str, sql: str, what: str) -> str | None:
+        """The first column of the first row of `sql` run as `user` over the direct address; None when the
+        password is refused. Any other failure is a RotateError of one line."""
         import psycopg
 
         from coderctl.clients.postgres import connect, split_address
@@ -296,12 +307,17 @@ class World:
         host, port = split_address(self.app.settings.db_address, url)
         try:
             with connect(url, timeout=self.app.timeout, host=host, port=port) as conn:
-                conn.execute("select 1")
+                row = conn.execute(sql).fetchone()
         except psycopg.Error as exc:
             if _auth_failure(str(exc)):
-                return False
-            raise RotateError(self.app.redact(f"cannot test the login of {user}: {exc}")) from None
-        return True
+                return None
+            raise RotateError(f"cannot {what} over {host}:{port}: {self._said(exc)}") from None
+        return "" if not row or row[0] is None else str(row[0])
+
+    def _said(self, exc: Exception) -> str:
+        """The driver's error as one redacted line (libpq adds hints on lines of their own)."""
+        text = str(exc).strip()
+        return self.app.redact(text.splitlines()[0] if text else type(exc).__name__)
 
     def _direct_sql(self, sql: str, offered: list[str]) -> list[list[str]]:
         import psycopg
@@ -324,7 +340,7 @@ class World:
                     conn.commit()
                     return rows
             except psycopg.Error as exc:
-                last = self.app.redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                last = self._said(exc)
                 if not _auth_failure(str(exc)):
                     break
         raise RotateError(f"as {ADMIN_ROLE} over {self.app.settings.db_address or 'the URL host'}: {last}")

@@ -23,7 +23,10 @@ WAIT = Seconds(0, 86400)
 @click.option("--dry-run", is_flag=True, help="print the plan and run the preflight checks; change nothing")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--via", type=click.Choice(["exec", "direct"]), default="exec", show_default=True,
-              help="log in and run SQL through psql in the PostgreSQL pod, or directly (--db-address setting)")
+              help="log in and run SQL through psql in the PostgreSQL pod, or directly (--db-address)")
+@click.option("--db-address", metavar="HOST:PORT", default=None,
+              help="with --via direct: where PostgreSQL answers (e.g. a kubectl port-forward); also for --resume "
+                   "and --rollback of a direct rotation [default: the db_address setting, else the URL's host]")
 @click.option("--sync-timeout", type=WAIT, default=180.0, show_default=True, metavar="S",
               help="how long to wait for the Infisical operator to sync the managed Secret")
 @click.option("--rollout-timeout", type=WAIT, default=300.0, show_default=True, metavar="S",
@@ -33,8 +36,9 @@ WAIT = Seconds(0, 86400)
 @click.option("--rollback", metavar="ID", default=None, help="put back everything a rotation changed")
 @network_options
 @click.pass_obj
-def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: bool, via: str, sync_timeout: float,
-                   rollout_timeout: float, list_: bool, resume: str | None, rollback: str | None) -> int:
+def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: bool, via: str,
+                   db_address: str | None, sync_timeout: float, rollout_timeout: float, list_: bool,
+                   resume: str | None, rollback: str | None) -> int:
     """Rotate the database passwords across Infisical, the managed Secret, PostgreSQL and Coder.
 
     Prints the plan, checks everything first, then writes Infisical (read back), waits for the operator's
@@ -45,7 +49,13 @@ def rotate_secrets(app: App, target: str, strategy: str, dry_run: bool, yes: boo
     from coderctl import render
     from coderctl.errors import UsageError
     from coderctl.ops import rotate as ops
+    from coderctl.profile import override
 
+    override(app.settings, {"db_address": db_address})
+    if app.settings.db_address:
+        from coderctl.clients.postgres import parse_address
+
+        parse_address(app.settings.db_address)
     started_at, start = datetime.now(UTC), time.monotonic()
     if sum(bool(x) for x in (list_, resume, rollback)) > 1:
         raise UsageError("--list, --resume and --rollback exclude each other")
