@@ -18,9 +18,9 @@ DB_ROLE_NOT_OWNER = code(
     "DB-ROLE-NOT-OWNER", "fail", "The database URL's user neither owns the database nor acts as its owner",
     meaning="Coder's migrations create objects as the session's user: unless the URL's user is the database's owner, "
             "or a login role that is a member of it with `ALTER ROLE ... SET role = '<owner>'` (the layout of "
-            "rotate-secrets --strategy alternate), new objects are owned by that user, Coder acting as the owner "
-            "cannot alter them, and they break when the role is retired; without membership Coder cannot even "
-            "use the owner's tables.",
+            "coderctl rotate-secrets --strategy alternate), new objects are owned by that user, Coder acting as "
+            "the owner cannot alter them, and they break when the role is retired; without membership Coder cannot "
+            "even use the owner's tables.",
     evidence="the database's owner; the URL's user, whether it is a member of the owner and its `role` setting",
     fix="GRANT <owner> TO <user>; ALTER ROLE <user> SET role = '<owner>'; then restart Coder",
     check="database.roles")
