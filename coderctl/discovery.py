@@ -10,14 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from coderctl.clients.infisical import InfisicalAuth, InfisicalClient
+from coderctl.clients.kube import SECRETS
 from coderctl.context import App
 from coderctl.errors import CoderctlError
+from coderctl.facts.kube import decoded_data
 from coderctl.profile import FIELDS_BY_NAME
 from coderctl.snapshot import snapshot
 
 
 class DiscoveryError(CoderctlError):
     pass
+
+
+class InfisicalCredentialsMissing(DiscoveryError):
+    """None configured, and the InfisicalSecret names no service token coderctl can read."""
 
 
 def coder_deployment(app: App) -> dict[str, Any]:
@@ -61,6 +67,19 @@ def wildcard_url(app: App) -> str | None:
 def secret_data(app: App, name: str, namespace: str | None = None) -> dict[str, str]:
     """A Secret's decoded data; every value is registered with the redactor before anyone sees it."""
     return snapshot(app).secret_data(name, namespace)
+
+
+def secret_object(app: App, name: str, namespace: str | None = None) -> dict[str, Any]:
+    """A Secret as the API returns it (annotations included), read once per run; its values are registered
+    with the redactor before anyone sees them. KubeNotFound when it does not exist."""
+    ns = namespace or app.namespace
+
+    def read() -> dict[str, Any]:
+        obj = app.kube().get(SECRETS, name, ns)
+        app.redact.add(*decoded_data(obj).values())
+        return obj
+
+    return app.cached(f"secret-object:{ns}/{name}", read)  # type: ignore[no-any-return]
 
 
 def database_url(app: App) -> str:
@@ -130,15 +149,28 @@ def infisical_auth(app: App) -> InfisicalAuth:
     if auth is None:
         target = infisical_target(app)
         if target.token_secret is None:
-            raise DiscoveryError("no Infisical credentials: set INFISICAL_UNIVERSAL_AUTH_CLIENT_ID/_SECRET or "
-                                 "INFISICAL_TOKEN, or reference a service token in the InfisicalSecret")
+            raise InfisicalCredentialsMissing(
+                "no Infisical credentials: set INFISICAL_UNIVERSAL_AUTH_CLIENT_ID/_SECRET or INFISICAL_TOKEN, or "
+                "reference a service token in the InfisicalSecret")
         ns, name = target.token_secret
         token = secret_data(app, name, ns).get(target.token_key)
         if not token:
-            raise DiscoveryError(f"Secret {ns}/{name} has no {target.token_key}")
+            raise InfisicalCredentialsMissing(f"Secret {ns}/{name} has no {target.token_key}")
         auth = InfisicalAuth.service_token(token)
     app.redact.add(auth.secret)
     return auth
+
+
+def infisical_auth_source(app: App) -> str:
+    """Which credentials infisical_auth uses, for messages: the setting and where it came from, or the Secret."""
+    s = app.settings
+    if s.infisical_client_id and s.infisical_client_secret:
+        return f"universal auth ({s.source('infisical_client_id')})"
+    if s.infisical_token:
+        return f"the token from {s.source('infisical_token')}"
+    target = infisical_target(app)
+    where = f" (Secret {'/'.join(target.token_secret)})" if target.token_secret else ""
+    return f"the operator's service token{where}"
 
 
 def infisical_client(app: App) -> tuple[InfisicalClient, str]:

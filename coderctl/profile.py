@@ -71,7 +71,8 @@ FIELDS: tuple[Field, ...] = (
           secret=True),
     Field("infisical_host", None, "Infisical API (discovered from the InfisicalSecret's hostAPI)",
           section="discovered"),
-    Field("infisical_project", None, "Infisical project id (asked of Infisical for a service token)",
+    Field("infisical_project", None, "Infisical project id (else the secretsScope's projectId, else asked of "
+          "Infisical for a service token; universal auth needs one of the first two)",
           section="discovered"),
     Field("infisical_environment", None, "Infisical environment slug (discovered from secretsScope.envSlug)",
           section="discovered"),
@@ -84,8 +85,9 @@ FIELDS: tuple[Field, ...] = (
           section="credentials", env="INFISICAL_UNIVERSAL_AUTH_CLIENT_ID"),
     Field("infisical_client_secret", None, "Infisical universal-auth client secret", section="credentials",
           secret=True, env="INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET"),
-    Field("infisical_token", None, "Infisical access token or service token (st.ID.SECRET.KEY); without "
-          "these three, the operator's service token Secret is used", section="credentials", secret=True,
+    Field("infisical_token", None, "Infisical access token or service token (st.ID.SECRET.KEY), used when "
+          "universal auth is not set; without these three, the operator's service token Secret is used",
+          section="credentials", secret=True,
           env="INFISICAL_TOKEN"),
     # what cannot be discovered: expectations
     Field("expected_coder_version", "v2.25.0", "Coder version the deployment should run", section="expect"),

@@ -1,5 +1,5 @@
-"""The lab for rotations: the fake cluster with its pod runtime, the fake Infisical seeded with the lab
-database's real passwords, the fake operator syncing them into the managed Secret, and PostgreSQL logging
+"""The lab for rotations: the fake cluster with its pod runtime, the lab's fake Infisical (which holds the lab
+database's real passwords), the fake operator syncing them into the managed Secret, and PostgreSQL logging
 every statement. Everything a rotation changed in the session's PostgreSQL is put back afterwards."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from clirun import ROOT, Result
 from lab.deployment import Lab
 from lab.infisical import FakeInfisical
-from lab.infisical_operator import REFERENCE_KEY_MAP, FakeInfisicalOperator, as_store, install_service_token, url_mapper
+from lab.infisical_operator import REFERENCE_KEY_MAP, FakeInfisicalOperator, as_store, url_mapper
 from lab.kube.runtime import PodRuntime
 from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN
 
@@ -41,11 +41,11 @@ class RotLab:
 
     @property
     def env(self) -> dict[str, str]:
-        """Infisical, and the network settings that keep the verify step's /healthz on the lab's nginx."""
+        """The network settings that keep the verify step's /healthz on the lab's nginx (Infisical's host is
+        discovered: the InfisicalSecret's hostAPI is the lab's fake)."""
         ingress = self.lab.ingress
         port = ingress.nginx.port
-        return {"CODERCTL_INFISICAL_HOST": f"{self.infisical.url}/api",
-                "CODERCTL_RESOLVE": f"{ACCESS_HOST}:{port}:127.0.0.1,*.{WILDCARD_DOMAIN}:{port}:127.0.0.1",
+        return {"CODERCTL_RESOLVE": f"{ACCESS_HOST}:{port}:127.0.0.1,*.{WILDCARD_DOMAIN}:{port}:127.0.0.1",
                 "CODERCTL_CA_FILE": str(ingress.ca.ca_file), "CODERCTL_NAMESERVER": ingress.dns.nameserver}
 
     def cli(self, *args: str, json_out: bool = True, timeout: float = 10.0) -> Result:
@@ -138,7 +138,7 @@ def admin_sql(lab: Lab, sql: str) -> None:
 
 @contextmanager
 def rotation_lab(lab: Lab, options: dict[str, Any] | None = None) -> Iterator[RotLab]:
-    """The lab with its pod runtime, a fake Infisical holding the database's real passwords and the operator
+    """The lab with its pod runtime, its fake Infisical (the database's real passwords) and the operator
     loop (`sync_delay`; `auto_reload=False` takes the annotation off Coder's Deployment); PostgreSQL logs
     every statement. The session's PostgreSQL gets its passwords and settings back at the end."""
     options = options or {}
@@ -146,15 +146,11 @@ def rotation_lab(lab: Lab, options: dict[str, Any] | None = None) -> Iterator[Ro
     admin_password, user_password = pg.admin_password, pg.user_password
     runtime = lab.enable_runtime(tick=0.05, login_retry=1.0, login_interval=0.1, restart_backoff=0.1,
                                  volume_delay=30.0)
-    fake = FakeInfisical().start()
+    fake = lab.infisical
+    assert fake is not None, "the lab's fake Infisical (a real cluster has none)"
     operator: FakeInfisicalOperator | None = None
     try:
-        seed = fake.seed_reference({"CODER_POSTGRES_ADMIN_PASSWORD": admin_password,
-                                    "CODER_USER_PASSWORD": user_password,
-                                    "CODER_DATABASE_URL": lab.values["DATABASE_URL"]})
         store = as_store(lab.kube)
-        install_service_token(store, seed.service_token)
-        lab.values["INFISICAL_TOKEN"] = seed.service_token
         operator = FakeInfisicalOperator(store, url_mapper(fake.url), interval=0.1,
                                          delay=float(options.get("sync_delay", 0.2)), key_map=REFERENCE_KEY_MAP)
         operator.start()
@@ -170,7 +166,6 @@ def rotation_lab(lab: Lab, options: dict[str, Any] | None = None) -> Iterator[Ro
     finally:
         if operator is not None:
             operator.stop()
-        fake.stop()
         lab.stop_runtimes()
         admin_sql(lab, "ALTER ROLE postgres IN DATABASE coder RESET ALL")
         admin_sql(lab, "DROP ROLE IF EXISTS coder_a, coder_b")

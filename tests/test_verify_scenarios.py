@@ -108,4 +108,4 @@ def test_strict_makes_warnings_fail(lab: Lab) -> None:
 def test_only_and_skip(lab: Lab) -> None:
     _, doc = run_verify(lab, "--only", "secrets", "--skip", "infisical.token")
     ids = [c["id"] for c in doc["checks"]]
-    assert ids == ["secret.database", "secret.consistency", "infisical.sync"]
+    assert ids == ["secret.database", "secret.consistency", "infisical.sync", "infisical.values"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 # The import order is the display order within a category.
 from coderctl.checks import cluster, coder, postgres, services, ingress, flux  # noqa: F401, I001
 from coderctl.checks import secrets, database, network  # noqa: F401, I001
+from coderctl.checks import infisical  # noqa: F401, I001
 from coderctl.checks import roles  # noqa: F401, I001
 from coderctl.checks import tls, websocket, derp, dns  # noqa: F401, I001
 from coderctl.checks.base import CATEGORIES, REGISTRY, Check

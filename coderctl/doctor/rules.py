@@ -217,8 +217,9 @@ RULES: tuple[Rule, ...] = (
           "flux reconcile helmrelease {deployment} -n {ns}",)),
     Rule("INFISICAL-TOKEN-EXPIRED", "fail", "The Infisical operator's token expired or was revoked",
          ("COND-INFISICAL-TOKEN-EXPIRED", "COND-INFISICAL-TOKEN-REVOKED", "INFISICAL-TOKEN-NOT-LOADED",
-          "INFISICAL-CREDENTIALS-MISSING", "INFISICAL-CREDENTIALS-INCOMPLETE", "INFISICAL-NO-CREDENTIALS-REF"),
-         ("INFISICAL-SYNC-FAILING", "INFISICAL-NOT-RECONCILED", "infisical.sync"),
+          "INFISICAL-CREDENTIALS-MISSING", "INFISICAL-CREDENTIALS-INCOMPLETE", "INFISICAL-NO-CREDENTIALS-REF",
+          "INFISICAL-OPERATOR-TOKEN-REJECTED"),
+         ("INFISICAL-SYNC-FAILING", "INFISICAL-NOT-RECONCILED", "INFISICAL-VALUES-NOT-SYNCED", "infisical.sync"),
          "token expired or missing → the operator cannot log in → the managed Secret is no longer synced → "
          "changes made in Infisical never reach Coder",
          "The token in {token_secret_ns}/{token_secret} reached its max TTL, was revoked, or is missing; older "
@@ -232,7 +233,8 @@ RULES: tuple[Rule, ...] = (
           "--overwrite"),
          claims=("INFISICAL-SYNC-FAILING",)),
     Rule("INFISICAL-SYNC-BROKEN", "fail", "The Infisical operator cannot sync the managed Secret",
-         ("INFISICAL-SYNC-FAILING", "INFISICAL-AUTH-UNKNOWN"), ("INFISICAL-NOT-RECONCILED", "infisical.sync"),
+         ("INFISICAL-SYNC-FAILING", "INFISICAL-AUTH-UNKNOWN"),
+         ("INFISICAL-NOT-RECONCILED", "INFISICAL-VALUES-NOT-SYNCED", "infisical.sync"),
          "sync failing → the managed Secret keeps old values → a change made in Infisical never reaches Coder",
          "The operator reaches Infisical but the sync fails: wrong hostAPI, project or environment slug, path, "
          "or a token without access (Infisical/infisical#725).",

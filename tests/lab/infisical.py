@@ -381,6 +381,12 @@ class FakeInfisical:
                 created_at=_now_iso(),
             )
 
+    def revoke_service_token(self, token: str) -> None:
+        """Delete a service token, as revoking it in the UI does: it is answered 404 from then on."""
+        parts = token.split(".")
+        with self._lock:
+            self._service_tokens.pop(parts[1] if len(parts) > 1 else "", None)
+
     def new_service_token(self, *, environment: str | None = None, path: str | None = None) -> str:
         """Mint, register and return a service token in the real format."""
         token = f"st.{_secrets.token_hex(12)}.{_secrets.token_hex(16)}.{_secrets.token_hex(16)}"

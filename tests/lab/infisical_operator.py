@@ -101,8 +101,9 @@ class _HttpError(Exception):
 
 
 def url_mapper(base_url: str, hosts: tuple[str, ...] = KNOWN_INFISICAL_HOSTS) -> Callable[[str], str | None]:
-    """Map the known Infisical `hostAPI` values to the lab fake; any other host is unknown (returns None)."""
-    known = {append_api_endpoint(h) for h in hosts}
+    """Map the known Infisical `hostAPI` values, and the fake's own loopback URL (the standard lab's hostAPI),
+    to the lab fake; any other host is unknown (returns None)."""
+    known = {append_api_endpoint(h) for h in (*hosts, base_url)}
 
     def mapper(host_api: str) -> str | None:
         return base_url if append_api_endpoint(host_api) in known else None

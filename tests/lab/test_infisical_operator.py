@@ -410,3 +410,12 @@ def test_fixture_wires_the_reference_deployment(infisical_operator: FakeInfisica
     fake_infisical.set_secret("CODER_DATABASE_URL", "postgresql://changed")
     wait_for(lambda: managed(kube_api)["database-url"] == "postgresql://changed")
     assert ("GET", "/api/v2/service-token", 200) in fake_infisical.request_log
+
+
+def test_url_mapper_maps_the_cloud_hosts_and_the_fakes_own_url() -> None:
+    mapper = url_mapper("http://127.0.0.1:1234")
+    for host in ("https://app.infisical.com/api", "https://eu.infisical.com", "http://127.0.0.1:1234/api",
+                 "http://127.0.0.1:1234/"):
+        assert mapper(host) == "http://127.0.0.1:1234", host
+    assert mapper("https://infisical.example.org/api") is None
+    assert mapper("http://127.0.0.1:4321/api") is None
