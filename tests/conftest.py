@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
+from guard.loopback_guard import lab_only_getaddrinfo
 from lab.coder import fake_coder  # noqa: F401
 from lab.dns import lab_dns, make_dns  # noqa: F401
 from lab.nginx import lab_ingress_cert, lab_nginx, make_nginx  # noqa: F401
@@ -15,6 +16,8 @@ from lab.postgres import lab_postgres  # noqa: F401
 from lab.tls import lab_ca  # noqa: F401
 
 from lab.deployment import lab, lab_ingress  # noqa: F401
+
+GUARD = Path(__file__).parent / "guard"
 
 
 @pytest.fixture(autouse=True)
@@ -30,24 +33,13 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     monkeypatch.chdir(home)
 
 
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def _lab_only_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """Name lookups would reach the system resolver (which pytest-socket does not guard): only addresses and
-    localhost may be resolved in tests; every other name must come from --resolve or a lab nameserver."""
-    name = host.decode() if isinstance(host, bytes) else host
-    if name not in (None, "localhost"):
-        try:
-            ipaddress.ip_address(str(name).split("%")[0])
-        except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, f"test guard: no system DNS lookups ({name!r})") from None
-    return _real_getaddrinfo(host, *args, **kwargs)
-
-
 @pytest.fixture(autouse=True)
 def _no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(socket, "getaddrinfo", _lab_only_getaddrinfo)
+    """In this process name lookups are refused (pytest-socket guards connections); Python subprocesses get
+    both guards from tests/guard/sitecustomize.py."""
+    monkeypatch.setattr(socket, "getaddrinfo", lab_only_getaddrinfo)
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(GUARD), *([path] if path else [])]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

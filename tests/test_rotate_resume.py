@@ -61,7 +61,8 @@ process, not a fork: a fork of this multi-threaded process may inherit a lock so
 def _killed(rotlab: RotLab, step: str, when: str, *more: str) -> str:
     args = [*rotlab.lab.args("-o", "json", timeout=10), "rotate-secrets", "--yes", "--sync-timeout", "10",
             "--rollout-timeout", "20", *more]
-    env = {**os.environ, **rotlab.env, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONFAULTHANDLER": "1"}
+    path = os.pathsep.join([os.environ["PYTHONPATH"], *sys.path])
+    env = {**os.environ, **rotlab.env, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
     child = subprocess.Popen([sys.executable, "-c", KILLER, json.dumps(args), step, when], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
