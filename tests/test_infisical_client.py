@@ -303,7 +303,7 @@ def test_unreachable_host_is_a_clear_error() -> None:
 def test_config_show_discovers_the_infisical_target(lab: Lab) -> None:
     r = run_cli(*lab.args("-o", "json"), "config", "show", "--discover")
     values = json.loads(r.stdout)["values"]
-    assert values["infisical_host"] == {"value": "https://app.infisical.com/api", "source": "cluster"}
+    assert values["infisical_host"] == {"value": lab.values["INFISICAL_HOST_API"], "source": "cluster"}
     assert values["infisical_environment"]["value"] == "prod"
     assert values["infisical_path"]["value"] == "/"
     assert values["infisical_token_secret"]["value"] == "infisical-operator/infisical-service-token"
