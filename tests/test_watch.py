@@ -222,16 +222,17 @@ def test_backup_reading_newest_and_newest_verified(tmp_path: Path) -> None:
     state = State()
     state.record_backup(watcher.read())
     text = metrics.render(state.snapshot(overlaps={}, running={}, rounds=0), now=now.timestamp())
-    assert f'coderctl_backup_last_verified_timestamp_seconds{{directory="{tmp_path}"}} 0' in text
-    assert f'coderctl_backup_last_verified_age_seconds{{directory="{tmp_path}"}} +Inf' in text
-    assert f'coderctl_backups{{directory="{tmp_path}"}} 2' in text
+    where = f'{{destination="dir",directory="{tmp_path}"}}'
+    assert f"coderctl_backup_last_verified_timestamp_seconds{where} 0" in text
+    assert f"coderctl_backup_last_verified_age_seconds{where} +Inf" in text
+    assert f"coderctl_backups{where} 2" in text
 
 
 def test_an_unreadable_backup_directory_is_a_metric_not_a_crash(tmp_path: Path) -> None:
     state = State()
     state.record_backup(BackupWatcher(tmp_path / "missing").read())
     text = metrics.render(state.snapshot(overlaps={}, running={}, rounds=0))
-    assert f'coderctl_backup_directory_readable{{directory="{tmp_path / "missing"}"}} 0' in text
+    assert f'coderctl_backup_directory_readable{{destination="dir",directory="{tmp_path / "missing"}"}} 0' in text
     assert "coderctl_backups" not in text
 
 
@@ -286,7 +287,7 @@ def test_shipped_rules_pass_promtool_check_and_unit_tests() -> None:
     checked = subprocess.run([str(PROMTOOL), "check", "rules", "coderctl-watch.rules.yaml"], cwd=DEPLOY,
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "5 rules found" in checked.stdout
+    assert "6 rules found" in checked.stdout
     tested = subprocess.run([str(PROMTOOL), "test", "rules", "coderctl-watch.rules.test.yaml"], cwd=DEPLOY,
                             capture_output=True, text=True, timeout=60)
     assert tested.returncode == 0, tested.stdout + tested.stderr

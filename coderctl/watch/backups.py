@@ -1,14 +1,16 @@
-"""The backup directory as the watcher reports it: the newest backup, and the newest one proven whole.
+"""The backup destination as the watcher reports it: the newest backup, and the newest one proven whole.
 
-A backup counts as verified when its manifest says it was read back in full and its file still has the
+A backup counts as verified when its manifest says it was read back in full and its data still has the
 manifest's SHA-256. The checksum is computed once per file (keyed by path, size and modification time), so
-a directory of large backups costs one read of each new backup, not one per scan.
+a directory of large backups costs one read of each new backup, not one per scan. A bucket prefix is read by
+bucket.py with the same rules.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coderctl.ops.catalog import Entry, scan
@@ -18,21 +20,39 @@ from coderctl.ops.files import sha256_file
 @dataclass(frozen=True)
 class BackupReading:
     directory: str
+    """Where: the directory, or s3://BUCKET/PREFIX/."""
     error: str | None = None
-    """Why the directory could not be read (None: it was)."""
+    """Why the destination could not be read (None: it was)."""
     count: int = 0
-    """Complete backups (data file and manifest)."""
+    """Complete backups (data and manifest)."""
     last_time: float | None = None
     last_size: int | None = None
     last_verified: bool = False
     """Whether the newest complete backup is verified."""
     last_verified_time: float | None = None
     """Unix time of the newest verified backup."""
+    destination: str = "dir"
+    """dir or s3, as on the metrics of `backup create`; a bucket's name and key prefix below."""
+    bucket: str = ""
+    prefix: str = ""
+
+
+def summarize(blank: BackupReading, entries: list[Entry], verified: Callable[[Entry], bool]) -> BackupReading:
+    """The reading of `entries` (newest first); `verified` is asked newest first, only until it says yes."""
+    complete = [e for e in entries if e.complete]
+    newest = complete[0] if complete else None
+    proven = next((e for e in complete if verified(e)), None)
+    return replace(blank, count=len(complete),
+                   last_time=newest.time.timestamp() if newest and newest.time else None,
+                   last_size=newest.size if newest else None,
+                   last_verified=newest is not None and newest is proven,
+                   last_verified_time=proven.time.timestamp() if proven and proven.time else None)
 
 
 class BackupWatcher:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.blank = BackupReading(str(directory))
         self._sums: dict[tuple[str, int, int], bool] = {}
         self._lock = threading.Lock()
 
@@ -41,17 +61,10 @@ class BackupWatcher:
             try:
                 entries = [e for e in scan(self.directory, checksums=False) if e.complete]
             except Exception as exc:
-                return BackupReading(str(self.directory), error=str(exc) or type(exc).__name__)
+                return replace(self.blank, error=str(exc) or type(exc).__name__)
             keys = {self._key(e) for e in entries}
             self._sums = {k: v for k, v in self._sums.items() if k in keys}
-            newest = entries[0] if entries else None
-            verified = next((e for e in entries if self._verified(e)), None)
-            return BackupReading(
-                str(self.directory), count=len(entries),
-                last_time=newest.time.timestamp() if newest and newest.time else None,
-                last_size=newest.size if newest else None,
-                last_verified=newest is not None and newest is verified,
-                last_verified_time=verified.time.timestamp() if verified and verified.time else None)
+            return summarize(self.blank, entries, self._verified)
 
     @staticmethod
     def _key(entry: Entry) -> tuple[str, int, int]:
@@ -62,8 +75,9 @@ class BackupWatcher:
         return (str(entry.path), stat.st_size, stat.st_mtime_ns)
 
     def _verified(self, entry: Entry) -> bool:
-        if entry.manifest is None or not entry.manifest.verified or entry.checksum not in ("ok", "unchecked"):
+        if not entry.verified:
             return False
+        assert entry.manifest is not None
         key = self._key(entry)
         if key not in self._sums:
             try:

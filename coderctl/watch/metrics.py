@@ -128,13 +128,16 @@ def _backup(out: Exposition, snap: Snapshot, now: float) -> None:
     b = snap.backup
     if b is None:
         return
-    where = {"directory": b.directory}
+    where = {"destination": b.destination, "directory": b.directory}
+    if b.destination == "s3":
+        where |= {"bucket": b.bucket, "prefix": b.prefix}
     ok = b.error is None
-    out.family("coderctl_backup_directory_readable", "gauge", "1 if the backup directory could be read.",
+    out.family("coderctl_backup_directory_readable", "gauge",
+               "1 if the backup directory (or bucket prefix) could be read at the last try.",
                [(where, 1.0 if ok else 0.0)])
     if not ok:
         return
-    out.family("coderctl_backups", "gauge", "Complete backups (data file and manifest) in the directory.",
+    out.family("coderctl_backups", "gauge", "Complete backups (data and manifest) in the directory or prefix.",
                [(where, b.count)])
     last = [] if b.last_time is None else [(where, b.last_time)]
     out.family("coderctl_backup_last_timestamp_seconds", "gauge", "Unix time the newest backup was taken.", last)

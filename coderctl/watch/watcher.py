@@ -1,4 +1,4 @@
-"""The watcher: the selected checks (and the backup directory) as scheduled jobs, their latest results.
+"""The watcher: the selected checks (and the backup destination) as scheduled jobs, their latest results.
 
 Each round reads the deployment afresh: checks that start together share one App (its cache and snapshot,
 so that, as in verify, one object is read once for all of them), and an App older than half the shortest
@@ -26,6 +26,9 @@ from coderctl.watch.state import Snapshot, State
 
 if TYPE_CHECKING:
     from coderctl.context import App
+    from coderctl.ops.storage import S3URL
+    from coderctl.watch.backups import BackupReading, BackupWatcher
+    from coderctl.watch.bucket import BucketWatcher
 
 BACKUP_JOB = "backup.directory"
 
@@ -39,8 +42,10 @@ class WatchOptions:
     workers: int = 8
     jitter: float = 0.1
     """Each check's first run is spread over this fraction of its interval (a fixed offset, no drift)."""
-    backup_dir: Path | None = None
+    backup_dir: Path | S3URL | None = None
+    """A directory or a bucket prefix whose backups are reported."""
     backup_interval: float = 300.0
+    """Seconds between two reads of the backup destination (a bucket is listed once per read)."""
     backup_timeout: float = 3600.0
     seed: int | None = None
 
@@ -78,11 +83,10 @@ class Watcher:
         self.rounds = Rounds(app, min(intervals) / 2)
         rng = random.Random(options.seed)
         jobs = [self._check_job(c, options.intervals.get(c.id, options.interval), rng) for c in checks]
-        self.backups = None
+        self.backups: BackupWatcher | BucketWatcher | None = None
+        self._backup_error: str | None = None
         if options.backup_dir is not None:
-            from coderctl.watch.backups import BackupWatcher
-
-            self.backups = BackupWatcher(options.backup_dir)
+            self.backups = _backup_source(app, options.backup_dir)
             jobs.append(Job(BACKUP_JOB, options.backup_interval, options.backup_timeout, self.backups.read,
                             self._backup_done, lambda s: self._backup_done(TimeoutError(f"timed out after {s:.0f}s"),
                                                                            s)))
@@ -141,9 +145,24 @@ class Watcher:
     def _backup_done(self, reading: Any, duration: float) -> None:
         from coderctl.watch.backups import BackupReading
 
+        assert self.backups is not None
         if not isinstance(reading, BackupReading):
-            reading = BackupReading(str(self.options.backup_dir), error=str(reading) or type(reading).__name__)
+            reading = dataclasses.replace(self.backups.blank, error=str(reading) or type(reading).__name__)
+        if reading.error is not None:
+            reading = dataclasses.replace(reading, error=self.app.redact(reading.error))
+        self._log_backup(reading)
         self.state.record_backup(reading)
+
+    def _log_backup(self, reading: BackupReading) -> None:
+        """A destination turning unreadable (or its error changing) on stderr; its recovery with -v."""
+        import logging
+
+        log = logging.getLogger("coderctl.watch")
+        if reading.error is not None and reading.error != self._backup_error:
+            log.warning("backups in %s: unreadable: %s", reading.directory, reading.error.partition("\n")[0])
+        elif reading.error is None and self._backup_error is not None:
+            log.info("backups in %s: readable again, %d complete", reading.directory, reading.count)
+        self._backup_error = reading.error
 
     # --- what the server shows ------------------------------------------------------------------------------
 
@@ -178,6 +197,16 @@ class Watcher:
         assert isinstance(redacted, dict)
         started = datetime.fromtimestamp(snap.started_at, UTC)
         return render.envelope("watch", started, max(0.0, time.time() - snap.started_at), **redacted)
+
+
+def _backup_source(app: App, where: Path | S3URL) -> BackupWatcher | BucketWatcher:
+    if isinstance(where, Path):
+        from coderctl.watch.backups import BackupWatcher
+
+        return BackupWatcher(where)
+    from coderctl.watch.bucket import BucketWatcher
+
+    return BucketWatcher(app, where)
 
 
 def _iso(moment: float) -> str:

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from coderctl.cli.options import Seconds, network_options
 from coderctl.context import App
+
+if TYPE_CHECKING:
+    from coderctl.ops.storage import S3URL
 
 INTERVAL = Seconds(0.1, 86400)
 CHECK_TIMEOUT = Seconds(0.1, 3600)
@@ -15,7 +19,8 @@ EXAMPLES = """Examples:
   coderctl watch --access-url https://coder.example.org
   coderctl watch --listen 0.0.0.0:9464 --interval 60 --check-interval derp.keys=300
   coderctl watch --only network --only dns --interval 30
-  coderctl watch --backup-dir /srv/backups"""
+  coderctl watch --backup-dir /srv/backups
+  coderctl watch --backup-dir s3://coder-backups/coder/ --backup-interval 600"""
 
 
 @click.command(epilog=EXAMPLES)
@@ -32,11 +37,12 @@ EXAMPLES = """Examples:
 @click.option("--skip", multiple=True, metavar="ID", help="leave out this check (repeatable)")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
               help="checks running at once")
-@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="also report the newest backup and the newest verified one in DIR [default: backup_dir of "
-                   "the configuration, else none]")
+@click.option("--backup-dir", default=None, metavar="DIR|s3://BUCKET/PREFIX",
+              help="also report the newest backup and the newest verified one in DIR or under the bucket prefix "
+                   "(credentials as for backup create) [default: the backup_destination setting, else backup_dir, "
+                   "else none]")
 @click.option("--backup-interval", type=INTERVAL, default=300.0, show_default=True, metavar="SECONDS",
-              help="how often the backup directory is read")
+              help="how often the backups are read (a bucket: one listing per read)")
 @click.option("--via", type=click.Choice(["exec", "direct"]), default=None,
               help="database login through psql in the PostgreSQL pod (default) or directly")
 @click.option("--db-address", metavar="HOST:PORT", default=None,
@@ -44,7 +50,7 @@ EXAMPLES = """Examples:
 @network_options
 @click.pass_obj
 def watch(app: App, listen: str, interval: float, check_intervals: tuple[str, ...], check_timeout: float | None,
-          only: tuple[str, ...], skip: tuple[str, ...], concurrency: int, backup_dir: Path | None,
+          only: tuple[str, ...], skip: tuple[str, ...], concurrency: int, backup_dir: str | None,
           backup_interval: float, via: str | None, db_address: str | None) -> int:
     """Run the read-only checks on a schedule; serve /metrics, /healthz, /status.
 
@@ -67,16 +73,14 @@ def watch(app: App, listen: str, interval: float, check_intervals: tuple[str, ..
     parse_listen(listen)
     checks = select(only, skip)
     intervals = _intervals(check_intervals, {c.id for c in checks})
-    local = [str(v) for v in (app.settings.backup_destination, app.settings.backup_dir)
-             if v and not str(v).startswith("s3://")]  # the backup metrics read manifests in a directory
-    directory = backup_dir or (Path(local[0]).expanduser() if local else None)
+    backups = _backups(backup_dir or app.settings.backup_destination or app.settings.backup_dir)
     if any(c.uses_cluster for c in checks):
         app.kube()  # a missing or invalid kubeconfig is a usage error (exit 2), not a failed check
     app.http()
     for module in sorted({m for c in checks for m in c.modules}):
         importlib.import_module(module)
     options = WatchOptions(interval=interval, intervals=intervals, workers=concurrency,
-                           check_timeout=check_timeout or 2 * app.timeout + 1, backup_dir=directory,
+                           check_timeout=check_timeout or 2 * app.timeout + 1, backup_dir=backups,
                            backup_interval=backup_interval)
     watcher = Watcher(app, checks, options)
     run(watcher, listen, on_ready=lambda url: click.echo(
@@ -85,6 +89,17 @@ def watch(app: App, listen: str, interval: float, check_intervals: tuple[str, ..
     if app.output == "json":
         render.print_json(watcher.status_document())
     return 0
+
+
+def _backups(where: object) -> Path | S3URL | None:
+    """A directory (Path) or a bucket prefix (S3URL); None: no backups reported."""
+    from coderctl.ops.storage import S3URL, is_s3
+
+    if not where:
+        return None
+    if is_s3(where):
+        return S3URL.parse(str(where))
+    return Path(str(where)).expanduser()
 
 
 def _intervals(given: tuple[str, ...], known: set[str]) -> dict[str, float]:
