@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lab.procguard import die_with_parent
+from lab.procguard import announced_port, die_with_parent
 
 
 class LabMotoS3:
@@ -35,24 +35,9 @@ class LabMotoS3:
         self.proc = subprocess.Popen(
             die_with_parent([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-            if not line and self.proc.poll() is not None:
-                raise RuntimeError("moto server exited (is moto[s3,server] installed?)")
-        assert self.port, "moto server did not start"
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.port = announced_port(self.proc, r"Running on http://127\.0\.0\.1:(\d+)", 60,
+                                   "moto server (is moto[s3,server] installed?)")
         return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for _ in self.proc.stderr:
-            pass
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

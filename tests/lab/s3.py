@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab.procguard import die_with_parent
+from lab.procguard import announced_port, die_with_parent
 from lab.tcpproxy import pipe
 
 
@@ -51,25 +51,10 @@ class LabS3:
             die_with_parent([binary, "serve", "s3", "--addr", "127.0.0.1:0", "--log-level", "NOTICE",
                              str(data)]),
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            match = re.search(r"Starting s3 server on \[http://127\.0\.0\.1:(\d+)/?\]", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-            if not line and self.proc.poll() is not None:
-                raise RuntimeError("rclone serve s3 exited")
-        assert self.port, "rclone serve s3 did not start"
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.port = announced_port(self.proc, r"Starting s3 server on \[http://127\.0\.0\.1:(\d+)/?\]", 20,
+                                   "rclone serve s3")
         self.proxy = DropProxy(self.port)
         return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for _ in self.proc.stderr:
-            pass
 
     def stop(self) -> None:
         if self.proxy is not None:
