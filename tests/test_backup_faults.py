@@ -63,11 +63,14 @@ def test_verification_failure_keeps_nothing(lab: Lab, tmp_path: Path) -> None:
     assert files(tmp_path / "b") == []
 
 
-def _pg_dumps() -> list[psutil.Process]:
+def _pg_dumps(bindir: Path) -> list[psutil.Process]:
+    """This test's pg_dump processes: those whose PATH leads through its wrapper (other xdist workers run
+    pg_dumps of their own at the same time)."""
     found = []
     for p in psutil.process_iter(["name", "cmdline"]):
         try:
-            if p.info["name"] == "pg_dump" or any("pg_dump" in part for part in (p.info["cmdline"] or [])[:1]):
+            named = p.info["name"] == "pg_dump" or any("pg_dump" in part for part in (p.info["cmdline"] or [])[:1])
+            if named and str(bindir) in p.environ().get("PATH", ""):
                 found.append(p)
         except psutil.Error:
             pass
@@ -89,7 +92,7 @@ def test_interrupted_backup_cleans_up(lab: Lab, tmp_path: Path, via: str, signum
     else:
         env["PATH"] = f"{bindir}:{env['PATH']}"
         more = direct(lab)
-    before = {p.pid for p in _pg_dumps()}
+    before = {p.pid for p in _pg_dumps(bindir)}
     proc = subprocess.Popen([sys.executable, "-m", "coderctl", *lab.args(), "backup", "create", "--output-dir",
                              str(out), *more], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -100,6 +103,7 @@ def test_interrupted_backup_cleans_up(lab: Lab, tmp_path: Path, via: str, signum
             assert time.monotonic() < deadline, "the dump never started"
             time.sleep(0.05)
         time.sleep(0.3)
+        assert {p.pid for p in _pg_dumps(bindir)} - before, "this test's pg_dump is not seen"
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=20)
     finally:
@@ -110,9 +114,9 @@ def test_interrupted_backup_cleans_up(lab: Lab, tmp_path: Path, via: str, signum
     assert "Traceback" not in stderr
     assert files(out) == []
     deadline = time.monotonic() + 10
-    while {p.pid for p in _pg_dumps()} - before and time.monotonic() < deadline:
+    while {p.pid for p in _pg_dumps(bindir)} - before and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [p.info["cmdline"] for p in _pg_dumps() if p.pid not in before]
+    left = [p.info["cmdline"] for p in _pg_dumps(bindir) if p.pid not in before]
     assert left == [], f"pg_dump still running: {left}"
     lab.assert_no_secrets(stdout, stderr)
 
