@@ -1,7 +1,7 @@
 """Backup throughput and memory: coderctl next to the commands it replaces, on one generated database.
 
-    .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--no-verify] [--keep DIR]
-                                          [--bucket]
+    .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--only direct,exec]
+                                          [--baseline DIR] [--no-verify] [--keep DIR] [--bucket]
 
 Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like schema grown to about
 --size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run and
@@ -22,6 +22,11 @@ coderctl runs as a real process (its start-up counts) and reads every archive ba
 sampled every 20 ms with psutil (the coderctl process only, not pg_dump). The commands run in turn, --runs
 times; the table gives the best and the median time of each, and coderctl's throughput as a fraction of the
 raw command's (1.00x: as fast). Other work on the machine only ever slows a run down: say how busy it was.
+--baseline DIR also times the coderctl package in DIR (e.g. `git archive HEAD coderctl | tar -x -C DIR`) in
+the same rounds, marked [baseline]: a change compared on the same load.
+The table shows how idle the machine's CPUs were during each command's runs (median, from /proc/stat) and
+the command's own CPU time (its process tree as reaped: pg_dump is coderctl's child with --via direct, the
+server's backend is nobody's), with the load average before and after.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class Row:
     times: list[float]
     size: int
     peak_rss: int | None = None
+    idle: list[float] | None = None
+    cpu: list[float] | None = None
 
     @property
     def seconds(self) -> float:
@@ -70,12 +77,37 @@ class Row:
         return statistics.median(self.times)
 
 
+@dataclass
+class Timing:
+    seconds: float
+    peak_rss: int | None
+    idle: float | None
+    """Share of the machine's CPU time that was idle meanwhile (0..1)."""
+    cpu: float
+    """User + system seconds of the command's process tree (what was reaped)."""
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields[:8])
+
+
 def run(argv: list[str], *, env: dict[str, str] | None = None, stdout_path: Path | None = None,
-        sample: bool = False) -> tuple[float, int | None]:
-    """Wall time and (with `sample`) the peak RSS of the process itself."""
+        sample: bool = False, cwd: Path | None = None) -> Timing:
+    """Wall time, how idle the machine was, the CPU time of the command and (with `sample`) the peak RSS of
+    the process itself."""
+    import resource
+
     out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    ticks = _cpu_ticks()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.PIPE, cwd=cwd)
     peak = 0
     done = threading.Event()
 
@@ -94,12 +126,15 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, stdout_path: Path
         thread.start()
     _, err = proc.communicate()
     elapsed = time.perf_counter() - start
+    after, now = _cpu_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done.set()
     if not isinstance(out, int):
         out.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return elapsed, (peak or None) if sample else None
+    idle = (after[0] - ticks[0]) / max(after[1] - ticks[1], 1) if ticks and after else None
+    cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
+    return Timing(elapsed, (peak or None) if sample else None, idle, cpu)
 
 
 def main() -> None:
@@ -109,6 +144,10 @@ def main() -> None:
     parser.add_argument("--levels", default="1,6",
                         help="zlib levels to compare at, comma-separated (default 1,6: coderctl's and pg_dump's "
                              "defaults)")
+    parser.add_argument("--only", default="direct,exec",
+                        help="which paths to measure, comma-separated: direct, exec (default both)")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also time the coderctl package in DIR (another version), marked [baseline]")
     parser.add_argument("--no-verify", action="store_true",
                         help="also time coderctl with --no-verify (streaming alone, no read-back)")
     parser.add_argument("--keep", type=Path, default=None, help="leave the files here instead of a temp dir")
@@ -120,6 +159,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     levels = [int(level) for level in args.levels.split(",") if level.strip()]
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
     s3 = LabS3(work / "s3").start() if args.bucket else None
     with LabPostgres() as pg:
         values = lab_values()
@@ -132,12 +172,13 @@ def main() -> None:
             kubeconfig = api.write_kubeconfig(work / "kubeconfig")
             print("fixed costs, on the small seed database:", flush=True)
             seed = pg.data_size()
-            fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3)
+            fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only,
+                                         args.baseline)
             t = time.perf_counter()
             data = pg.generate(args.size_mb * 1_000_000)
             print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
                   f"(PostgreSQL {pg.version})", flush=True)
-            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3)
+            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only, args.baseline)
         finally:
             api.stop()
             if s3 is not None:
@@ -149,27 +190,37 @@ def main() -> None:
 
 
 def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[int],
-            no_verify: bool, s3: LabS3 | None = None) -> tuple[list[Row], dict[str, str]]:
+            no_verify: bool, s3: LabS3 | None = None, only: set[str] | None = None,
+            baseline: Path | None = None) -> tuple[list[Row], dict[str, str]]:
     """Rows of timings, and which raw command each coderctl row is compared with."""
+    only = only if only is not None else {"direct", "exec"}
     pg_env = {**os.environ, **pg.env()}
     pg_dump = str(pg.bindir / "pg_dump")
     coderctl = [sys.executable, "-m", "coderctl", "--kubeconfig", str(kubeconfig), "--timeout", "10"]
     env = {**os.environ, "NO_COLOR": "1", "HOME": str(work), "XDG_DATA_HOME": str(work / "xdg")}
     env.pop("KUBECONFIG", None)
+    versions: list[tuple[str, dict[str, str], Path | None]] = [("", env, None)]
+    if baseline is not None:
+        where = baseline.resolve()
+        versions.append((" [baseline]", {**env, "PYTHONPATH": str(where)}, where))
     kubectl = shutil.which("kubectl")
-    if not kubectl:
+    if kubectl and "exec" not in only:
+        kubectl = None
+    elif not kubectl:
         print("kubectl not found: skipping the kubectl exec baselines", file=sys.stderr)
     commands: dict[str, Any] = {}
     pairs: dict[str, str] = {}
     for level in levels:
         raw = f"pg_dump -Fc -Z{level} -f FILE"
-        commands[raw] = lambda out, z=level: run([pg_dump, "-Fc", f"-Z{z}", "-f", str(out / "raw.dump")], env=pg_env)
         flags = ["", "--no-verify"] if no_verify else [""]
-        for flag in flags:
-            name = f"coderctl backup create --via direct --compress {level}" + (f" {flag}" if flag else "")
-            commands[name] = lambda out, z=level, f=flag: run(
+        if "direct" in only or s3 is not None:
+            commands[raw] = lambda out, z=level: run([pg_dump, "-Fc", f"-Z{z}", "-f", str(out / "raw.dump")],
+                                                     env=pg_env)
+        for flag, (tag, venv, cwd) in [(f, v) for f in flags for v in versions] if "direct" in only else []:
+            name = f"coderctl backup create --via direct --compress {level}" + (f" {flag}" if flag else "") + tag
+            commands[name] = lambda out, z=level, f=flag, e=venv, c=cwd: run(
                 [*coderctl, "backup", "create", "--via", "direct", "--compress", str(z), *([f] if f else []),
-                 "--database-url", pg.url(), "--output-dir", str(out)], env=env, sample=True)
+                 "--database-url", pg.url(), "--output-dir", str(out)], env=e, sample=True, cwd=c)
             pairs[name] = raw
         if kubectl:
             script = f'PGPASSWORD="$POSTGRES_PASSWORD" exec pg_dump -Fc -Z{level} -U coder -d coder'
@@ -177,11 +228,11 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
             commands[kraw] = lambda out, s=script: run(
                 [kubectl, "--kubeconfig", str(kubeconfig), "-n", "coder", "exec", "coder-coder-postgresql-0", "-c",
                  "postgresql", "--", "sh", "-c", s], stdout_path=out / "kubectl.dump")
-        for flag in flags:
-            name = f"coderctl backup create --via exec --compress {level}" + (f" {flag}" if flag else "")
-            commands[name] = lambda out, z=level, f=flag: run(
+        for flag, (tag, venv, cwd) in [(f, v) for f in flags for v in versions] if "exec" in only else []:
+            name = f"coderctl backup create --via exec --compress {level}" + (f" {flag}" if flag else "") + tag
+            commands[name] = lambda out, z=level, f=flag, e=venv, c=cwd: run(
                 [*coderctl, "backup", "create", "--via", "exec", "--compress", str(z), *([f] if f else []),
-                 "--output-dir", str(out)], env=env, sample=True)
+                 "--output-dir", str(out)], env=e, sample=True, cwd=c)
             if kubectl:
                 pairs[name] = f"kubectl exec -- pg_dump -Fc -Z{level} > FILE"
     bucket = s3.bucket() if s3 is not None else ""
@@ -197,16 +248,23 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
                 [*coderctl, "backup", "create", "--via", "direct", "--compress", str(z), "--database-url", pg.url(),
                  "--to", f"s3://{bucket}/{out.name}/"], env=s3env, sample=True)
             pairs[name] = raw
+    load = os.getloadavg()
+    print(f"  load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} before", flush=True)
     run([pg_dump, "-Fc", "-f", str(work / "warmup.dump")], env=pg_env)  # warm the database's cache
     (work / "warmup.dump").unlink()
-    rows = {name: Row(name, [], 0) for name in commands}
+    rows = {name: Row(name, [], 0, idle=[], cpu=[]) for name in commands}
     for i in range(runs):
         for index, (name, command) in enumerate(commands.items()):
             out = work / f"run{i}-{index}"
             out.mkdir(parents=True)
-            seconds, peak = command(out)
+            timing = command(out)
+            seconds, peak = timing.seconds, timing.peak_rss
             row = rows[name]
             row.times.append(seconds)
+            assert row.cpu is not None and row.idle is not None
+            row.cpu.append(timing.cpu)
+            if timing.idle is not None:
+                row.idle.append(timing.idle)
             uploaded = s3.root / "data" / bucket / out.name if s3 is not None else out
             row.size = max(p.stat().st_size for d in (out, uploaded) if d.is_dir() for p in d.iterdir()
                            if p.suffix == ".dump")
@@ -215,7 +273,8 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
             if peak:
                 row.peak_rss = max(row.peak_rss or 0, peak)
             shutil.rmtree(out)
-            print(f"  run {i + 1}: {name}: {seconds:.2f}s", flush=True)
+            idle = f", {timing.idle:.0%} of the CPUs idle" if timing.idle is not None else ""
+            print(f"  run {i + 1}: {name}: {seconds:.2f}s (cpu {timing.cpu:.2f}s{idle})", flush=True)
     return list(rows.values()), pairs
 
 
@@ -230,8 +289,8 @@ def report(rows: list[Row], pairs: dict[str, str], data: int, *, title: str = ""
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the end")
     print()
     print("| command | seconds | MB/s of table data | archive MB | throughput vs the raw command, same level "
-          "| marginal, medians less fixed costs | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+          "| marginal, medians less fixed costs | peak RSS MB | CPU s | CPUs idle |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         against = base.get(pairs.get(r.name, ""))
         ratio = (f"{against.seconds / r.seconds:.2f}x ({against.median / r.median:.2f}x) of `{against.name}`"
@@ -240,8 +299,10 @@ def report(rows: list[Row], pairs: dict[str, str], data: int, *, title: str = ""
         if against and fixed and r.name in fixed and against.name in fixed and r.median > fixed[r.name].median:
             marginal = (f"{(against.median - fixed[against.name].median) / (r.median - fixed[r.name].median):.2f}x")
         rss = f"{r.peak_rss / 1e6:.0f}" if r.peak_rss else ""
+        cpu = f"{statistics.median(r.cpu):.2f}" if r.cpu else ""
+        idle = f"{statistics.median(r.idle):.0%}" if r.idle else ""
         print(f"| {r.name} | {r.seconds:.2f} ({r.median:.2f}) | {data / r.seconds / 1e6:.1f} | {r.size / 1e6:.1f} | "
-              f"{ratio} | {marginal} | {rss} |")
+              f"{ratio} | {marginal} | {rss} | {cpu} | {idle} |")
 
 
 if __name__ == "__main__":

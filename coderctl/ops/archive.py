@@ -39,7 +39,10 @@ FORMAT_CUSTOM = 1
 BLOCK_DATA, BLOCK_LARGE_OBJECTS = 1, 3
 OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA = 1, 2, 3
 COMPRESSION = {0: "none", 1: "gzip", 2: "lz4", 3: "zstd"}
-DECOMPRESS_SLICE = 1 << 20
+DECOMPRESS_SLICE = 256 << 10
+"""Inflated data is handed on in slices of at most this size. Counting a slice's rows right after inflating it
+finds it still in the CPU's cache: a 60 MB archive of 320 MB of rows read in 0.56-0.57 s of CPU with 128 or
+256 KiB slices, 0.64-0.92 s with 1 MiB ones (best of nine, on a shared machine)."""
 MAX_TOC_STRING = 64 << 20
 """No TOC string (a definition, a COPY statement) is near this; a larger length is a damaged TOC, and
 waiting for that many bytes would hold them all in memory."""
@@ -326,9 +329,14 @@ class ArchiveReader:
             while True:
                 if sink is not None and out:
                     sink(out)
-                if not inflate.unconsumed_tail:
+                if inflate.unconsumed_tail:
+                    out = inflate.decompress(inflate.unconsumed_tail, DECOMPRESS_SLICE)
+                elif len(out) == DECOMPRESS_SLICE and not inflate.eof:
+                    # a full slice with every input byte taken: the inflater can still hold output (ISA-L keeps
+                    # a buffer of it, zlib a match being copied), which the next call gives without new input
+                    out = inflate.decompress(b"", DECOMPRESS_SLICE)
+                else:
                     break
-                out = inflate.decompress(inflate.unconsumed_tail, DECOMPRESS_SLICE)
         except INFLATE_ERRORS as exc:
             raise ArchiveError(f"the compressed data of {entry.desc} {entry.tag} is damaged ({exc})") from None
         if inflate.unused_data:

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coderctl import __version__, discovery
+from coderctl import __version__
 from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode
-from coderctl.ops import dump, metrics, pgtools, pod
+from coderctl.ops import dump, pgtools
 from coderctl.ops import manifest as mf
 from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
@@ -31,6 +31,9 @@ from coderctl.ops.scan import DumpFacts
 from coderctl.ops.signals import Interrupted, interruptible, shielded
 from coderctl.ops.storage import S3URL
 from coderctl.ops.verifier import Follower, Inline, StreamCheck, VerifyFailed
+
+if TYPE_CHECKING:
+    from coderctl.ops.pod import Target
 
 Progress = Callable[[int], None]
 
@@ -54,7 +57,7 @@ class _Source:
     via: str
     url: DatabaseURL
     describe: str
-    target: pod.Target | None = None
+    target: Target | None = None
     host: str = ""
     port: int = 0
     pg_dump: pgtools.Tool | None = None
@@ -93,28 +96,40 @@ def default_dir() -> Path:
 
 
 class _Background:
-    """A best-effort lookup that runs while the dump streams (it must not delay the dump)."""
+    """A best-effort lookup that runs while the dump streams (it must not delay the dump), then `after`:
+    work the end of the run would otherwise wait for (compiling the redactor's patterns, importing what the
+    report prints with), done while pg_dump still runs."""
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    def __init__(self, fn: Callable[[], Any], *after: Callable[[], object]) -> None:
         import threading
 
         self._value: Any = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="lookup", daemon=True)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, after), name="lookup", daemon=True)
         self._thread.start()
 
-    def _run(self, fn: Callable[[], Any]) -> None:
+    def _run(self, fn: Callable[[], Any], after: tuple[Callable[[], object], ...]) -> None:
         try:
             self._value = fn()
         except Exception:
             self._value = None
+        finally:
+            self._done.set()
+        for task in after:
+            try:
+                task()
+            except Exception:  # a warm-up only saves time later; the real call reports its own failure
+                pass
 
     def result(self, timeout: float = 10) -> Any:
-        self._thread.join(timeout)
+        self._done.wait(timeout)
         return self._value
 
 
 def coder_version(app: App) -> str | None:
     """The Coder image tag (best effort: None when the cluster cannot tell)."""
+    from coderctl import discovery
+
     try:
         dep = discovery.coder_deployment(app)
     except CoderctlError:
@@ -129,14 +144,16 @@ def coder_version(app: App) -> str | None:
 
 
 def create(app: App, opts: CreateOptions, progress: Progress | None = None,
-           journal: Journal | None = None) -> Outcome:
+           journal: Journal | None = None, warm: Callable[[], object] | None = None) -> Outcome:
+    """`warm`: best-effort work for after the run (e.g. importing what the report prints with), done in the
+    background while pg_dump runs rather than after it."""
     journal = journal or Journal()
     start = time.monotonic()
     attempt = _Attempt()
     base: dict[str, Any] = {"via": opts.via, "format": opts.fmt}
     try:
         with interruptible():
-            result = _run(app, opts, journal, attempt, progress, start)
+            result = _run(app, opts, journal, attempt, progress, start, warm)
         code, message = int(ExitCode.OK), ""
         result = {"status": "ok", **base, **result}
     except BaseException as exc:
@@ -164,7 +181,7 @@ def create(app: App, opts: CreateOptions, progress: Progress | None = None,
 
 
 def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, progress: Progress | None,
-         start: float) -> dict[str, Any]:
+         start: float, warm: Callable[[], object] | None = None) -> dict[str, Any]:
     if opts.to is not None:
         from coderctl.ops.backup_s3 import run_s3
 
@@ -193,12 +210,12 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
             if follower is not None:
                 if follower.error:
                     raise StepFailed(follower.error)
-                follower.wake()
+                follower.written(out.size)
             if progress is not None:
                 progress(out.size)
 
         started = time.monotonic()
-        coder = _Background(lambda: coder_version(app))
+        coder = _Background(lambda: coder_version(app), lambda: app.redact(" "), *([warm] if warm else []))
         run_dump(app, source, opts, sink)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
@@ -258,16 +275,58 @@ def _free_name(directory: Path, database: str, moment: Any, opts: CreateOptions)
 
 
 def _prepare(app: App, opts: CreateOptions) -> _Source:
-    url = DatabaseURL.parse(discovery.database_url(app))
+    url = DatabaseURL.parse(_database_url(app))
     app.redact.add(url.password)
     if opts.via == "exec":
+        from coderctl.ops import pod
+
         t = pod.target(app, url)
         return _Source("exec", url, t.describe(), target=t)
     host, port = split_address(opts.db_address, url)
-    major, version = dump.server_major(app, url, host, port)
-    tool = pgtools.find("pg_dump", at_least=major, prefer="oldest", why=f"the server runs PostgreSQL {version}")
+    server = _Concurrently(lambda: dump.server_major(app, url, host, port))
+    tools = pgtools.installed("pg_dump")
+    major, version = server.result()
+    tool = pgtools.pick(tools, "pg_dump", at_least=major, prefer="oldest",
+                        why=f"the server runs PostgreSQL {version}")
     return _Source("direct", url, f"database {url.database} as {url.user} at {host}:{port} with {tool.path} "
                    f"{tool.version}", host=host, port=port, pg_dump=tool, server_version=version)
+
+
+def _database_url(app: App) -> str:
+    """A configured URL (--database-url, CODERCTL_DATABASE_URL, a profile) as discovery would give it, without
+    importing the cluster's modules first: `--via direct` then reaches pg_dump without them."""
+    configured = app.settings.database_url
+    if configured:
+        app.redact.add(str(configured))
+        return str(configured)
+    from coderctl import discovery
+
+    return discovery.database_url(app)
+
+
+class _Concurrently:
+    """`fn` on another thread (the server's version asked while the local pg_dumps tell theirs); `result()`
+    returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="prepare", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _verify(follower: Follower | None, out: PartialFile, written_sha: str,
@@ -297,6 +356,8 @@ def _source_record(source: _Source) -> dict[str, str]:
 
 def _write_metrics(app: App, opts: CreateOptions, journal: Journal, result: dict[str, Any], code: int,
                    message: str, duration: float) -> tuple[int, str]:
+    from coderctl.ops import metrics
+
     assert opts.metrics_file is not None
     run = metrics.Run(finished=time.time(), success=code == ExitCode.OK, namespace=app.namespace,
                       database=str(result.get("database") or ""), duration_s=duration,

@@ -13,11 +13,11 @@ import subprocess
 from dataclasses import dataclass
 
 from coderctl.clients.postgres import DatabaseURL
-from coderctl.database.messages import first_error
 from coderctl.errors import CoderctlError
 
 SEARCH_DIRS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/opt/homebrew/opt/postgresql@*/bin",
                "/usr/local/opt/postgresql@*/bin")
+PIPE_SIZE = 1 << 20
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _URL_PARAMS = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
                "sslkey": "PGSSLKEY", "options": "PGOPTIONS", "target_session_attrs": "PGTARGETSESSIONATTRS"}
@@ -33,6 +33,25 @@ class Tool:
     path: str
     version: str
     major: int
+
+
+def widen_pipe(fd: int) -> bool:
+    """A 1 MiB buffer for a pipe to or from a client program (Linux; the default is 64 KiB); False where that
+    is not possible."""
+    try:
+        import fcntl
+
+        return int(fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)) >= PIPE_SIZE
+    except (OSError, ImportError):
+        return False
+
+
+def first_error(text: str, default: str = "") -> str:
+    """coderctl.database.messages.first_error, imported when an error is to be told: the coderctl.database
+    package imports the cluster's modules, which a `--via direct` backup does without until pg_dump runs."""
+    from coderctl.database.messages import first_error as first
+
+    return first(text, default)
 
 
 def parse_version(text: str) -> tuple[int, str] | None:
@@ -86,7 +105,12 @@ def choose(tools: list[Tool], *, at_least: int | None, prefer: str) -> Tool | No
 
 
 def find(name: str, *, at_least: int | None = None, prefer: str = "newest", why: str = "") -> Tool:
-    tools = installed(name)
+    return pick(installed(name), name, at_least=at_least, prefer=prefer, why=why)
+
+
+def pick(tools: list[Tool], name: str, *, at_least: int | None = None, prefer: str = "newest",
+         why: str = "") -> Tool:
+    """`choose` among `installed(name)`, or ToolMissing saying what to install."""
     tool = choose(tools, at_least=at_least, prefer=prefer)
     if tool is not None:
         return tool

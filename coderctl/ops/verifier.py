@@ -22,13 +22,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from coderctl.errors import CoderctlError
-from coderctl.database.messages import first_error
 from coderctl.ops import pgtools
 from coderctl.ops.archive import ArchiveError, ArchiveReader, Unsupported
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.scan import DumpFacts, SqlScanner
 
-PIPE_SIZE = 1 << 20
+WAKE_EVERY = 256 << 10
+"""The writer wakes the follower once this many new bytes are in the file (it also looks every 50 ms): woken
+for every piece, it read, hashed and parsed thousands of small pieces, each with its own overhead."""
+WRITEBACK_EVERY = 4 << 20
+"""The follower has the kernel start writing what it has read back to disk every this many bytes, so that the
+fsync after pg_dump exits has only the last few megabytes left to write (fsync of 60 MB took 0.1 to 0.15 s on
+the lab's disk)."""
 METHOD_ARCHIVE = "archive read directly (every block decompressed, zlib checksums, COPY rows counted)"
 METHOD_PG_RESTORE = "pg_restore -f - (every block read)"
 METHOD_SQL = "SQL scan (COPY rows counted)"
@@ -38,19 +43,18 @@ class VerifyFailed(CoderctlError):
     pass
 
 
-def _widen(fd: int) -> None:
-    """1 MiB pipe buffers (Linux): sixteen times fewer wake-ups than the default 64 KiB."""
-    with contextlib.suppress(OSError, ImportError):
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-
-
 def _lower_priority() -> None:
     """Nice 10 for the calling thread (Linux threads have their own): reading back only takes spare CPU,
     so a local pg_dump is not slowed down by its own check."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _write_back(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of the file to disk without waiting for it (Linux: POSIX_FADV_DONTNEED starts
+    the writeback of dirty pages, then drops the clean ones: this range was read back already)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 class StreamCheck:
@@ -107,7 +111,7 @@ class StreamCheck:
             os.setpriority(os.PRIO_PROCESS, self._proc.pid, 10)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         for pipe in (self._proc.stdin, self._proc.stdout):
-            _widen(pipe.fileno())
+            pgtools.widen_pipe(pipe.fileno())  # sixteen times fewer wake-ups than with 64 KiB
         self._reader = threading.Thread(target=self._read, name="pg_restore-reader", daemon=True)
         self._reader.start()
 
@@ -172,7 +176,7 @@ class StreamCheck:
             if self._stderr is not None:
                 self._stderr.seek(0)
                 text = self._stderr.read(8192).decode("utf-8", "replace")
-        return f"the archive does not read back: {first_error(text, default)}"
+        return f"the archive does not read back: {pgtools.first_error(text, default)}"
 
     def abort(self) -> None:
         """Stop the reader process (interrupted or failed operation)."""
@@ -196,8 +200,13 @@ class Follower(threading.Thread):
     """Reads a file back while it is being written and streams it through a StreamCheck.
 
     The writer never waits for the check: the follower reads what is on disk (the page cache) and may lag
-    behind; `finish()` lets it catch up. What it hashes is what it read from the file, so comparing that
-    with the hash of what was written proves the file holds exactly the verified bytes.
+    behind. It runs niced (10), taking the CPU that pg_dump, the server and the writer leave: on the lab's 2
+    cores, lightly loaded, a 400 MB backup was faster and took less CPU than with the follower at the process's
+    own priority. Once pg_dump has exited what is left is on the critical path, so `finish()` takes over on the
+    calling thread, at its priority: a follower niced to the end took 4 to 11 s to catch up on the heavily
+    loaded lab machine (1.4 to 1.9 s at the process's priority).
+    What it hashes is what it read from the file, so comparing that with the hash of what was written proves
+    the file holds exactly the verified bytes.
     """
 
     def __init__(self, path: Path, check: StreamCheck) -> None:
@@ -210,43 +219,71 @@ class Follower(threading.Thread):
         self._more = threading.Event()
         self._final: int | None = None
         self._cancelled = False
+        self._handover = False
+        self._woken = 0
+        self._written_back = 0
+        self._fh: IO[bytes] | None = None
 
     def wake(self) -> None:
         self._more.set()
 
+    def written(self, size: int) -> None:
+        """The file now holds `size` bytes: wake the follower when a batch of new ones is there."""
+        if size - self._woken >= WAKE_EVERY:
+            self._woken = size
+            self._more.set()
+
     def run(self) -> None:
         _lower_priority()
+        self._follow(lambda: self._handover)
+
+    def _follow(self, stop: Callable[[], bool]) -> None:
+        """Read, hash and check what is in the file, waiting for more, until `stop()`, the end or an error."""
         try:
-            with open(self.path, "rb", buffering=0) as fh:
-                while not self._cancelled:
-                    chunk = fh.read(READ_CHUNK)
-                    if chunk:
-                        self.digest.update(chunk)
-                        self.read += len(chunk)
-                        if not self.error:
-                            self.check.feed(chunk)
-                        continue
-                    if self._final is not None and self.read >= self._final:
-                        return
-                    self._more.wait(0.05)
-                    self._more.clear()
+            if self._fh is None:
+                self._fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed by _close)
+            fh = self._fh
+            while not self._cancelled and not stop():
+                chunk = fh.read(READ_CHUNK)
+                if chunk:
+                    self.digest.update(chunk)
+                    self.read += len(chunk)
+                    if not self.error:
+                        self.check.feed(chunk)
+                    if self.read - self._written_back >= WRITEBACK_EVERY:
+                        _write_back(fh.fileno(), self._written_back, self.read - self._written_back)
+                        self._written_back = self.read
+                    continue
+                if self._final is not None and self.read >= self._final:
+                    return
+                self._more.wait(0.05)
+                self._more.clear()
         except VerifyFailed as exc:
             self.error = str(exc)
         except OSError as exc:
             self.error = f"reading the file back: {exc.strerror}"
 
+    def _close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
     def finish(self, size: int) -> tuple[str, DumpFacts]:
-        """Wait until all `size` bytes are read and checked; (sha256 of the file, facts), or VerifyFailed."""
+        """Wait until all `size` bytes are read and checked; (sha256 of the file, facts), or VerifyFailed.
+        The follower hands over: what it has not read yet is read on the calling thread."""
         self._final = size
+        self._handover = True
         self._more.set()
         self.join()
         try:
+            if not self.error:
+                self._follow(lambda: False)
             if self.error:
                 raise VerifyFailed(self.error)
             if self.read != size:
                 raise VerifyFailed(f"read back {self.read} bytes of {size}")
             return self.digest.hexdigest(), self.check.finish()
         finally:
+            self._close()
             self.check.close()
 
     def abort(self) -> None:
@@ -254,6 +291,7 @@ class Follower(threading.Thread):
         self._more.set()
         self.check.abort()
         self.join(timeout=5)
+        self._close()
         self.check.close()
 
 
