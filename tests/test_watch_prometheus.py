@@ -28,6 +28,7 @@ from clirun import ROOT
 from envelope_schema import validate_envelope
 from lab.deployment import Lab
 from lab.nginx import ACCESS_HOST, WILDCARD_DOMAIN, LabNginx, free_port, nginx_binary
+from lab.procguard import terminate
 from lab.procguard import die_with_parent
 from test_watch import make_backup
 
@@ -84,12 +85,7 @@ class Prometheus:
         return body["data"]["result"]  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         self.log.close()
 
 

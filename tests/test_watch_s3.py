@@ -28,6 +28,7 @@ from lab.deployment import Lab
 from lab.procguard import die_with_parent
 from s3_support import Bucket, lab_s3, s3  # noqa: F401
 from test_backup_s3_secret import put_secret
+from test_watch_prometheus import until
 
 from coderctl.context import App
 from coderctl.ops.storage import S3URL
@@ -37,16 +38,6 @@ from coderctl.watch.bucket import BucketWatcher
 from coderctl.watch.state import State
 
 AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
-
-
-def until(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
 
 
 def get(url: str) -> str:

@@ -31,7 +31,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from lab.procguard import die_with_parent
+from lab.procguard import die_with_parent, terminate
 
 __all__ = [
     "DEFAULT_TUNNEL_ID",
@@ -326,13 +326,7 @@ class LabDNS:
     def _terminate(self) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
         self._proc = None
 
     def stop(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lab.procguard import announced_port, die_with_parent
+from lab.procguard import announced_port, die_with_parent, terminate
 
 
 class LabMotoS3:
@@ -40,13 +40,8 @@ class LabMotoS3:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     @property
     def endpoint(self) -> str:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 
 def die_with_parent(argv: list[str], signal_name: str = "TERM") -> list[str]:
@@ -40,3 +40,15 @@ def announced_port(proc: subprocess.Popen[str], pattern: str, timeout: float, wh
 def _drain(stream: IO[str]) -> None:
     for _ in stream:
         pass
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL when the server has not exited within `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

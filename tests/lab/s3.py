@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab.procguard import announced_port, die_with_parent
+from lab.procguard import announced_port, die_with_parent, terminate
 from lab.tcpproxy import pipe
 
 
@@ -59,13 +59,8 @@ class LabS3:
     def stop(self) -> None:
         if self.proxy is not None:
             self.proxy.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     @property
     def endpoint(self) -> str:
