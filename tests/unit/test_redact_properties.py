@@ -110,16 +110,20 @@ def _no_placeholder(value: str) -> bool:
 @example(value="p@ss/w@rd")
 @example(value="[")
 @example(value="{")
+@example(value='"0"')
 def test_structure_hides_unregistered_values(value: str) -> None:
     r = Redactor()
     assert r(f"dsn postgres://coder:{value}@db/coder") == f"dsn postgres://coder:{MASK}@db/coder"
     assert r(json.dumps({"password": value})) == json.dumps({"password": MASK})
     assert r(json.dumps([{"name": "DB_PASSWORD", "value": value}])) == json.dumps(
         [{"name": "DB_PASSWORD", "value": MASK}])
+    # a quoted value keeps its quotes (YAML and shell syntax): `"0"` is the string 0, masked as `"***"`
+    quoted = len(value) > 2 and value[0] in "\"'" and value[-1] == value[0]
+    masked = value[0] + MASK + value[0] if quoted else MASK
     stripped = value.strip(" \t")
     if stripped == value:
-        assert r(f"- name: DB_PASSWORD\n  value: {value}\n") == f"- name: DB_PASSWORD\n  value: {MASK}\n"
-        assert r(f"db:\n  password: {value}\n") == f"db:\n  password: {MASK}\n"
+        assert r(f"- name: DB_PASSWORD\n  value: {value}\n") == f"- name: DB_PASSWORD\n  value: {masked}\n"
+        assert r(f"db:\n  password: {value}\n") == f"db:\n  password: {masked}\n"
     if not any(c.isspace() or c == "&" for c in value):
-        assert r(f"PGPASSWORD={value} psql") == f"PGPASSWORD={MASK} psql"
-        assert r(f"postgres://u@h/d?password={value}&x=1") == f"postgres://u@h/d?password={MASK}&x=1"
+        assert r(f"PGPASSWORD={value} psql") == f"PGPASSWORD={masked} psql"
+        assert r(f"postgres://u@h/d?password={value}&x=1") == f"postgres://u@h/d?password={masked}&x=1"
