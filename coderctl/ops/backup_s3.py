@@ -64,7 +64,7 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
                 progress(upload.size)
 
         started = time.monotonic()
-        coder = backup._Background(lambda: backup.coder_version(app))
+        coder = backup._Background(lambda: backup.coder_version(app) if source.cluster else None)
         backup.run_dump(app, source, opts, sink)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{upload.size} bytes in {elapsed:.1f}s ({upload.size / elapsed / 1e6:.1f} MB/s)"

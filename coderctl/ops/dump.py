@@ -7,13 +7,14 @@ and both decide success by pg_dump's exit status, never by the stream merely end
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
@@ -81,8 +82,19 @@ def server_major(app: App, url: DatabaseURL, host: str, port: int) -> tuple[int,
     return number // 10000, str(row[0]) if row else str(number)
 
 
+class Receiver(Protocol):
+    """A file pg_dump's output can be moved into by the kernel, without passing through Python."""
+
+    def splice_from(self, fd: int, limit: int) -> int: ...
+
+
 def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.Tool, fmt: str,
-               sink: Sink, compress: int = DEFAULT_COMPRESSION) -> None:
+               sink: Sink, compress: int = DEFAULT_COMPRESSION, *, into: Receiver | None = None,
+               spliced: Callable[[int], None] | None = None) -> None:
+    """pg_dump's output into `sink`, or, with `into`, moved straight into that file (splice(2)) and announced
+    to `spliced` by its size: copying 60 MB through Python (read, write, hash) took 0.23-0.28 s of CPU that
+    pg_dump and the server then lacked on the lab's 2 CPUs; splicing it, 0.09-0.11 s. Where the kernel
+    cannot splice into the file, the first attempt fails before any byte moved and the bytes go to `sink`."""
     env = pgtools.libpq_env(url, host=host, port=port, connect_timeout=app.timeout)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen([tool.path, "-w", *dump_args(fmt, compress)], stdin=subprocess.DEVNULL,
@@ -93,10 +105,13 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
             # pg_dump -Z1 writes about 25 MB/s here, which fills the default 64 KiB pipe in under 3 ms, about as
             # long as this thread can wait for the GIL while the read-back runs; 1 MiB is 40 ms of slack.
             pause = PAUSE if pgtools.widen_pipe(fd) else 0.0
-            while chunk := os.read(fd, pgtools.PIPE_SIZE):
-                sink(chunk)
-                if len(chunk) < SMALL_READ and pause:
-                    time.sleep(pause)
+            if into is not None and not _splice(fd, into, spliced or (lambda n: None), pause):
+                into = None
+            if into is None:
+                while chunk := os.read(fd, pgtools.PIPE_SIZE):
+                    sink(chunk)
+                    if len(chunk) < SMALL_READ and pause:
+                        time.sleep(pause)
             code = proc.wait()
         finally:
             stop(proc)
@@ -104,6 +119,24 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
             errors.seek(0)
             reason = pgtools.first_error(errors.read(16384).decode("utf-8", "replace"))
             raise StepFailed(app.redact(f"pg_dump failed (exit {code}): {reason}"))
+
+
+def _splice(fd: int, into: Receiver, spliced: Callable[[int], None], pause: float) -> bool:
+    """Move everything from the pipe into the file; False (nothing moved) where splicing is not possible."""
+    try:
+        moved = into.splice_from(fd, pgtools.PIPE_SIZE)
+    except AttributeError:  # no os.splice: not Linux, or Python before 3.10
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+            return False
+        raise
+    while moved:
+        spliced(moved)
+        if moved < SMALL_READ and pause:
+            time.sleep(pause)
+        moved = into.splice_from(fd, pgtools.PIPE_SIZE)
+    return True
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

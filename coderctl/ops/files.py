@@ -111,6 +111,13 @@ class PartialFile:
             view = view[written:]
         self.size += len(data)
 
+    def splice_from(self, fd: int, limit: int) -> int:
+        """Move up to `limit` bytes from the pipe `fd` to the end of the file inside the kernel (Linux splice(2):
+        no copy through Python); 0 at the pipe's end. OSError where the kernel or filesystem cannot splice."""
+        moved = os.splice(fd, self._file.fileno(), limit)
+        self.size += moved
+        return moved
+
     def sync(self) -> None:
         """Flush to disk and close for writing."""
         if not self._file.closed:

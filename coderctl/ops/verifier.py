@@ -43,7 +43,7 @@ class VerifyFailed(CoderctlError):
     pass
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Nice 10 for the calling thread (Linux threads have their own): reading back only takes spare CPU,
     so a local pg_dump is not slowed down by its own check."""
     with contextlib.suppress(OSError):
@@ -118,7 +118,7 @@ class StreamCheck:
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        _lower_priority()
+        lower_priority()
         try:
             while chunk := os.read(fd, READ_CHUNK):
                 self.scanner.feed(chunk)
@@ -234,7 +234,7 @@ class Follower(threading.Thread):
             self._more.set()
 
     def run(self) -> None:
-        _lower_priority()
+        lower_priority()
         self._follow(lambda: self._handover)
 
     def _follow(self, stop: Callable[[], bool]) -> None:
@@ -316,7 +316,7 @@ class Inline(threading.Thread):
                 continue
 
     def run(self) -> None:
-        _lower_priority()
+        lower_priority()
         while (chunk := self._queue.get()) is not None:
             if self._cancelled:
                 return
