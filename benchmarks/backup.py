@@ -197,8 +197,12 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
     pg_env = {**os.environ, **pg.env()}
     pg_dump = str(pg.bindir / "pg_dump")
     coderctl = [sys.executable, "-m", "coderctl", "--kubeconfig", str(kubeconfig), "--timeout", "10"]
-    env = {**os.environ, "NO_COLOR": "1", "HOME": str(work), "XDG_DATA_HOME": str(work / "xdg")}
+    # bytecode cached, as an installed package has it (with PYTHONDONTWRITEBYTECODE, as this machine's shell sets,
+    # coderctl would be compiled from source on every run: about 0.07 s that no installed coderctl spends)
+    env = {**os.environ, "NO_COLOR": "1", "HOME": str(work), "XDG_DATA_HOME": str(work / "xdg"),
+           "PYTHONPYCACHEPREFIX": str(work / "pycache")}
     env.pop("KUBECONFIG", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     versions: list[tuple[str, dict[str, str], Path | None]] = [("", env, None)]
     if baseline is not None:
         where = baseline.resolve()
