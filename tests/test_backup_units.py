@@ -251,3 +251,20 @@ def test_block_rows_agree_with_the_streaming_count(seed: int) -> None:
     cut = BlockRows()
     cut.feed(body + b"partial row")
     assert cut.finish() is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_block_rows_count_right_when_row_lengths_change(seed: int) -> None:
+    """Long rows (counted by deleting newlines) and short or empty rows (counted by bytes.count), in runs that
+    switch between the two ways within and across pieces, as slices of 256 KiB and as odd sizes."""
+    rng = random.Random(seed)
+    rows: list[bytes] = []
+    for _ in range(rng.randint(1, 12)):
+        length = rng.choice([0, 1, 7, 63, 64, 65, 300, 5000])
+        rows += [b"r" * length] * rng.randint(1, 3000)
+    data = b"".join(r + b"\n" for r in rows) + b"\\.\n"
+    for size in (256 << 10, rng.randint(1, 4096)):
+        counter = BlockRows()
+        for pos in range(0, len(data), size):
+            counter.feed(data[pos:pos + size])
+        assert counter.finish() == len(rows)
