@@ -117,9 +117,10 @@ def test_metrics_render_keeps_the_last_success(tmp_path: Path) -> None:
     assert 'coderctl_backup_size_bytes{namespace="coder",database="coder",destination="dir"} 42' in first
     metrics.write(path, metrics.Run(200.0, False, "coder", "coder"))
     second = path.read_text()
-    assert 'coderctl_backup_last_success_timestamp_seconds{namespace="coder",database="coder",destination="dir"} 100.000' in second
-    assert 'coderctl_backup_last_run_success{namespace="coder",database="coder",destination="dir"} 0' in second
-    assert 'coderctl_backup_last_run_timestamp_seconds{namespace="coder",database="coder",destination="dir"} 200.000' in second
+    labels = '{namespace="coder",database="coder",destination="dir"}'
+    assert f"coderctl_backup_last_success_timestamp_seconds{labels} 100.000" in second
+    assert f"coderctl_backup_last_run_success{labels} 0" in second
+    assert f"coderctl_backup_last_run_timestamp_seconds{labels} 200.000" in second
     assert second.count("# TYPE") == 6
     fresh = tmp_path / "fresh.prom"
     metrics.write(fresh, metrics.Run(300.0, False, "coder", "coder"))
