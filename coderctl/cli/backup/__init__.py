@@ -158,7 +158,6 @@ def create(app: App, via: str, output_dir: Path | None, to: str | None, fmt: str
 
     if to and output_dir:
         raise UsageError("give --to or --output-dir, not both")
-    _skip_final_collection()
     where = _where(app, to) if to else (_dir(app, output_dir) if output_dir else _where(app, None))
     remote = where if isinstance(where, S3URL) else None
     opts = CreateOptions(output_dir=where if remote is None else Path(), via=via, fmt=fmt, compress=compress,
@@ -177,24 +176,6 @@ def _import_text_output() -> None:
     """What the text report imports (rich: ~0.1 s), imported while the dump runs instead of after it."""
     import rich.console
     import rich.markup  # noqa: F401
-
-
-_final_collection_skipped = False
-
-
-def _skip_final_collection() -> None:
-    """At exit, CPython garbage-collects every object still alive, most of them the modules' (with the
-    Kubernetes client imported, 2 to 3.4 s after the result was printed on the heavily loaded lab machine;
-    0.2 to 0.3 s with the collection skipped). gc.freeze() from an exit handler moves them out of the collector's
-    sight: nothing the run still needs is left to a collection (the backup and its manifest are synced and
-    closed, the standard streams and logging are flushed explicitly)."""
-    global _final_collection_skipped
-    if not _final_collection_skipped:
-        import atexit
-        import gc
-
-        atexit.register(gc.freeze)
-        _final_collection_skipped = True
 
 
 @backup.command("verify")
