@@ -103,15 +103,24 @@ def default_dir() -> Path:
 class _Background:
     """A best-effort lookup that runs while the dump streams (it must not delay the dump), then `after`:
     work the end of the run would otherwise wait for (compiling the redactor's patterns, importing what the
-    report prints with), done while pg_dump still runs."""
+    report prints with), done while pg_dump still runs. `lazy`: it starts at `start()` (the dump's first
+    bytes), not at once: Python work on another thread holds the GIL in turns with the thread that is about
+    to start pg_dump, which then started 20-30 ms later."""
 
-    def __init__(self, fn: Callable[[], Any], *after: Callable[[], object]) -> None:
+    def __init__(self, fn: Callable[[], Any], *after: Callable[[], object], lazy: bool = False) -> None:
         import threading
 
         self._value: Any = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(fn, after), name="lookup", daemon=True)
-        self._thread.start()
+        self._started = False
+        if not lazy:
+            self.start()
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     def _run(self, fn: Callable[[], Any], after: tuple[Callable[[], object], ...]) -> None:
         try:
@@ -127,6 +136,7 @@ class _Background:
                 pass
 
     def result(self, timeout: float = 10) -> Any:
+        self.start()
         self._done.wait(timeout)
         return self._value
 
@@ -212,6 +222,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         spliced = 0
 
         def arrived() -> None:
+            coder.start()
             if follower is not None:
                 if follower.error:
                     raise StepFailed(follower.error)
@@ -231,7 +242,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
 
         started = time.monotonic()
         coder = _Background(lambda: coder_version(app) if source.cluster else None, lambda: app.redact(" "),
-                            *([warm] if warm else []))
+                            *([warm] if warm else []), lazy=True)
         # Read back anyway, a local dump need not pass through Python: the read-back hashes the file.
         run_dump(app, source, opts, sink, into=out if follower is not None else None, spliced=moved)
         elapsed = max(time.monotonic() - started, 1e-6)
