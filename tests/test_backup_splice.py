@@ -1,5 +1,6 @@
-"""A local dump moved into its file by the kernel (splice), the copy it falls back to where the kernel cannot
-splice, a write that fails on the way, and a local dump of a given URL that never contacts the cluster."""
+"""A local dump (`--via direct`): moved into its file by the kernel (splice), the copy it falls back to where the
+kernel cannot splice, a write that fails on the way, a given URL that never contacts the cluster, and the
+choice of the local pg_dump (started before the server's version is known when there is only one)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from backup_support import create, direct, files
 from lab.deployment import Lab
 
+from coderctl.ops import pgtools
 from coderctl.ops.files import PartialFile
 
 
@@ -111,3 +113,55 @@ def test_a_local_dump_of_the_clusters_url_records_coders_version(lab: Lab, tmp_p
     r, doc = create(lab, tmp_path / "b", "--via", "direct", "--db-address", f"127.0.0.1:{lab.postgres.port}")
     assert r.code == 0, r.output
     assert _manifest(doc)["coder_version"] == "v2.25.0"
+
+
+OLD_PG_DUMP = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 14.11"; exit 0; fi
+echo "pg_dump: error: aborting because of server version mismatch" >&2
+exit 1
+"""
+
+
+def _tools(directory: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """Only these pg_dumps are found: DIRECTORY/NAME/pg_dump for each NAME."""
+    for name, text in scripts.items():
+        (directory / name).mkdir(parents=True)
+        tool = directory / name / "pg_dump"
+        tool.write_text(text)
+        tool.chmod(0o755)
+    monkeypatch.setattr(pgtools, "SEARCH_DIRS", (str(directory / "*"),))
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                               if not (Path(p) / "pg_dump").exists() or "pg_wrapper" in
+                                               os.path.realpath(Path(p) / "pg_dump")))
+
+
+def test_the_only_local_pg_dump_older_than_the_server_is_named(lab: Lab, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump starts before the server has said its version; when it fails, the server's answer names the
+    cause, as when it is asked first."""
+    _tools(tmp_path / "tools", monkeypatch, old=OLD_PG_DUMP)
+    out = tmp_path / "b"
+    r, doc = create(lab, out, *direct(lab))
+    assert r.code == 1, r.output
+    major = lab.postgres.version.split(".")[0]
+    assert (f"the local pg_dump is version 14.11, older than PostgreSQL {major} (the server runs PostgreSQL "
+            f"{lab.postgres.version.split()[0]}" in r.stderr), r.stderr
+    assert f"install postgresql-client-{major} or newer" in r.stderr
+    assert doc["result"]["status"] == "failed" and files(out) == []
+
+
+def test_among_several_local_pg_dumps_the_servers_major_is_chosen(lab: Lab, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real = lab.postgres.bindir / "pg_dump"
+    _tools(tmp_path / "tools", monkeypatch, old=OLD_PG_DUMP, same=f'#!/bin/sh\nexec "{real}" "$@"\n')
+    r, doc = create(lab, tmp_path / "b", *direct(lab))
+    assert r.code == 0, r.output
+    prepare = next(s for s in doc["steps"] if s["name"] == "prepare")
+    assert str(tmp_path / "tools" / "same" / "pg_dump") in prepare["detail"]
+    assert str(_manifest(doc)["server_version"]).startswith(lab.postgres.version.split()[0])
+
+
+def test_the_server_version_is_recorded_without_the_read_back(lab: Lab, tmp_path: Path) -> None:
+    r, doc = create(lab, tmp_path / "b", *direct(lab), "--no-verify")
+    assert r.code == 0, r.output
+    assert str(_manifest(doc)["server_version"]).startswith(lab.postgres.version.split()[0])

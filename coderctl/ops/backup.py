@@ -62,11 +62,23 @@ class _Source:
     port: int = 0
     pg_dump: pgtools.Tool | None = None
     server_version: str | None = None
+    server: _Concurrently | None = None
+    """The server's (major, version), still being asked while pg_dump starts (one local pg_dump: nothing to
+    choose, so pg_dump need not wait for the answer; it tells why a failed pg_dump failed)."""
     cluster: bool = True
     """Whether the run uses the Kubernetes API (exec, or a URL read from the cluster); only then is Coder's
     version looked up for the manifest. A local dump of a given URL never contacts the cluster: it works when
     the API does not, never waits on it, and spares pg_dump the Kubernetes client's import (0.4-0.6 s of CPU
     that pg_dump and the server lacked on the lab's 2 CPUs)."""
+
+    def known_server_version(self) -> str | None:
+        """The server's version, asked before pg_dump started or while it ran; None when it did not answer."""
+        if self.server_version is None and self.server is not None:
+            try:
+                self.server_version = self.server.result()[1]
+            except CoderctlError:
+                return None
+        return self.server_version
 
 
 class _Attempt:
@@ -286,6 +298,9 @@ def run_dump(app: App, source: _Source, opts: CreateOptions, sink: dump.Sink, *,
                         into=into, spliced=spliced)
     except OSError as exc:
         raise StepFailed(f"writing the dump: {exc.strerror or exc}") from None
+    except StepFailed:
+        _why_pg_dump_failed(source)
+        raise
 
 
 def _manifest(name: str, moment: Any, source: _Source, opts: CreateOptions, size: int, sha256: str,
@@ -293,7 +308,7 @@ def _manifest(name: str, moment: Any, source: _Source, opts: CreateOptions, size
     return mf.Manifest(
         file=name, created_at=mf.format_time(moment), duration_s=0.0, via=source.via, format=opts.fmt,
         database=source.url.database, size=size, sha256=sha256, verification=verification,
-        server_version=(facts.server_version if facts else None) or source.server_version,
+        server_version=(facts.server_version if facts else None) or source.known_server_version(),
         pg_dump_version=(facts.pg_dump_version if facts else None) or (
             source.pg_dump.version if source.pg_dump else None),
         coder_version=version, compression=opts.compress if opts.fmt == "custom" else None,
@@ -324,12 +339,31 @@ def _prepare(app: App, opts: CreateOptions) -> _Source:
     host, port = split_address(opts.db_address, url)
     server = _Concurrently(lambda: dump.server_major(app, url, host, port))
     tools = pgtools.installed("pg_dump")
-    major, version = server.result()
-    tool = pgtools.pick(tools, "pg_dump", at_least=major, prefer="oldest",
-                        why=f"the server runs PostgreSQL {version}")
+    if len(tools) == 1:
+        tool, version, pending = tools[0], None, server
+    else:
+        major, version = server.result()
+        tool = _pg_dump_for(tools, major, version)
+        pending = None
     return _Source("direct", url, f"database {url.database} as {url.user} at {host}:{port} with {tool.path} "
-                   f"{tool.version}", host=host, port=port, pg_dump=tool, server_version=version,
+                   f"{tool.version}", host=host, port=port, pg_dump=tool, server_version=version, server=pending,
                    cluster=not configured)
+
+
+def _pg_dump_for(tools: list[pgtools.Tool], major: int, version: str) -> pgtools.Tool:
+    """The local pg_dump for a server of this version: the oldest that is not older (its archives the
+    server's own pg_restore reads), else ToolMissing saying what to install."""
+    return pgtools.pick(tools, "pg_dump", at_least=major, prefer="oldest", why=f"the server runs PostgreSQL {version}")
+
+
+def _why_pg_dump_failed(source: _Source) -> None:
+    """For a pg_dump started before the server's version was known: the reason the server gives, if any
+    (StepFailed: the server cannot be reached; ToolMissing: the server is newer than pg_dump); they read as
+    when the server is asked first."""
+    if source.server is None or source.pg_dump is None:
+        return
+    major, version = source.server.result()
+    _pg_dump_for([source.pg_dump], major, version)
 
 
 def _database_url(app: App) -> str:
