@@ -1,10 +1,12 @@
 """Object lock for backups in a bucket, against a server that has it (moto's server mode on loopback) and
 servers that do not (a moto bucket created without object lock, `rclone serve s3`): the retention reads back
-as asked and the server refuses to delete the locked version; list shows it; prune keeps it and says why; a
-bucket that cannot hold a lock is refused in one line before anything is uploaded; no credential anywhere."""
+as asked and the server refuses to delete the locked version; list shows it; prune keeps it and says why; sync
+locks what it copies into such a bucket from each backup's creation; a bucket that cannot hold a lock is refused
+in one line before anything is uploaded; no credential anywhere."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,7 +111,7 @@ def test_bucket_without_object_lock_is_refused_before_any_upload(unlocked: Bucke
     assert errors(r.stderr) == [
         f"coderctl: error: object lock asked ({'COMPLIANCE for 3' if how == 'flags' else 'GOVERNANCE for 7'} days) "
         f"but bucket {unlocked.name} at {unlocked.server.endpoint} has no object lock configuration: use a bucket "
-        "created with object lock enabled, or unset s3_object_lock_mode and s3_object_lock_days (or backup create's "
+        "created with object lock enabled, or unset s3_object_lock_mode and s3_object_lock_days (or "
         "--object-lock-mode and --object-lock-days); nothing was uploaded"]
     assert steps(doc) == {"prepare": "failed"}
     assert unlocked.objects() == [] and unlocked.uploads() == []
@@ -170,3 +172,66 @@ def test_a_lock_that_does_not_hold_is_never_reported(unlocked: Bucket) -> None:
     assert not s3lock.holds(Retention("GOVERNANCE", wanted.until - timedelta(seconds=1)), wanted)
     assert not s3lock.holds(Retention("COMPLIANCE", wanted.until), wanted)
     assert s3lock.holds(Retention("GOVERNANCE", wanted.until + timedelta(days=1)), wanted)
+
+
+def _local_backup(lab: Lab, directory: Path) -> str:
+    r = run_cli(*lab.args("-o", "json"), "backup", "create", "--output-dir", str(directory), *direct(lab))
+    assert r.code == 0, r.output
+    return Path(json.loads(r.stdout)["result"]["file"]).name
+
+
+def test_sync_into_a_locked_bucket_retains_each_copy_from_its_creation(locked: Bucket, lab: Lab,
+                                                                       tmp_path: Path) -> None:
+    local = tmp_path / "backups"
+    name = _local_backup(lab, local)
+    r, doc = locked.run("backup", "sync", "--from", str(local), "--to", locked.url, *LOCK)
+    assert r.code == 0, r.output
+    key = f"backups/{name}"
+    created = _created_at(locked, key)
+    until = created + timedelta(days=3)
+    shown = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert doc["result"]["backups"] == [{"file": name, "size": doc["result"]["backups"][0]["size"],
+                                         "action": f"copied, retained COMPLIANCE until {shown}"}]
+    assert "object lock COMPLIANCE for 3 days" in next(s for s in doc["steps"] if s["name"] == "list")["detail"]
+    client = locked.server.client()
+    for k in (key, key + ".json"):
+        head = client.head_object(Bucket=locked.name, Key=k)
+        assert head["ObjectLockMode"] == "COMPLIANCE" and head["ObjectLockRetainUntilDate"] == until
+        with pytest.raises(client.exceptions.ClientError, match="AccessDenied"):
+            client.delete_object(Bucket=locked.name, Key=k, VersionId=head["VersionId"])
+    r, doc = locked.run("backup", "sync", "--from", str(local), "--to", locked.url, *LOCK)
+    assert r.code == 0 and doc["result"]["backups"][0]["action"] == "present", r.output
+    assert locked.uploads() == []
+
+
+@pytest.mark.parametrize("how", ["flags", "environment"])
+def test_sync_into_a_bucket_without_object_lock_is_refused_before_any_upload(unlocked: Bucket, lab: Lab,
+                                                                            tmp_path: Path, how: str) -> None:
+    local = tmp_path / "backups"
+    _local_backup(lab, local)
+    env = {"CODERCTL_S3_OBJECT_LOCK_MODE": "GOVERNANCE", "CODERCTL_S3_OBJECT_LOCK_DAYS": "7"}
+    r, doc = unlocked.run("backup", "sync", "--from", str(local), "--to", unlocked.url,
+                          *(LOCK if how == "flags" else ()), env=env if how == "environment" else None)
+    assert r.code == 2, r.output
+    lines = errors(r.stderr)
+    assert len(lines) == 1 and "has no object lock configuration" in lines[0] and "nothing was uploaded" in lines[0]
+    assert unlocked.objects() == [] and unlocked.uploads() == []
+
+
+def test_sync_lock_flags_need_a_bucket(locked: Bucket, lab: Lab, tmp_path: Path) -> None:
+    r, _doc = locked.run("backup", "sync", "--from", locked.url, "--to", str(tmp_path / "copy"), *LOCK)
+    assert r.code == 2 and "object lock is for a backup written to a bucket" in r.stderr, r.output
+    assert not (tmp_path / "copy").exists()
+
+
+def test_a_copied_backup_keeps_what_remains_of_its_retention() -> None:
+    from coderctl.ops import s3lock
+
+    lock = s3lock.ObjectLock("GOVERNANCE", 7)
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    recent = s3lock.for_backup(lock, now - timedelta(days=2), now)
+    assert recent is not None and recent.mode == "GOVERNANCE" and recent.until == now + timedelta(days=5)
+    assert s3lock.for_backup(lock, now - timedelta(days=7), now) is None
+    assert s3lock.for_backup(lock, now - timedelta(days=30), now) is None
+    fresh = s3lock.for_backup(lock, None, now)
+    assert fresh is not None and fresh.until == now + timedelta(days=7)

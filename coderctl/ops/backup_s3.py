@@ -83,7 +83,7 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
         record.duration_s = round(time.monotonic() - start, 3)
         bucket.put_bytes(key + ".json", mf.encode(record), extra=s3lock.arguments(wanted))
         if wanted is not None:
-            _confirm_manifest(bucket, key + ".json", wanted)
+            s3lock.confirm_or_remove(bucket, key + ".json", wanted)
         attempt.upload = None
         step.detail = f"s3://{bucket.name}/{key} (+ {record.file}.json)"
         if retained is not None:
@@ -95,18 +95,6 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
             "sha256": record.sha256, "verified": verification.status == "ok", "tables": len(record.tables or {}),
             "rows": sum((record.tables or {}).values()), "server_version": record.server_version,
             "coder_version": version, "retention": _retention_json(retained)}
-
-
-def _confirm_manifest(bucket: Bucket, key: str, wanted: Retention) -> None:
-    """As for the dump; a manifest that is not retained is removed with it (the caller discards the dump)."""
-    try:
-        s3lock.confirm(bucket, key, wanted)
-    except BaseException:
-        try:
-            bucket.delete(key)
-        except Exception:  # the failure being raised says more; `backup list` shows a manifest left behind
-            pass
-        raise
 
 
 def _retention_json(retained: Retention | None) -> dict[str, str] | None:

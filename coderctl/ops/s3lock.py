@@ -2,9 +2,10 @@
 the proof that it holds.
 
 The retention is asked by the settings s3_object_lock_mode (GOVERNANCE | COMPLIANCE) and s3_object_lock_days,
-or by `backup create --object-lock-mode --object-lock-days`; it holds for that many days from the backup's
-creation time. Each object a backup writes (the dump and its manifest) carries ObjectLockMode and
-ObjectLockRetainUntilDate on its CreateMultipartUpload / PutObject.
+or by `--object-lock-mode --object-lock-days` of `backup create` and `backup sync`; it holds for that many days
+from the backup's creation time (a backup copied by sync gets what remains of it). Each object a backup
+writes (the dump and its manifest) carries ObjectLockMode and ObjectLockRetainUntilDate on its
+CreateMultipartUpload / PutObject.
 
 Before anything is uploaded, the bucket's object lock configuration must say Enabled: a bucket created
 without object lock, and a server without it (NotImplemented, or the empty answer of `rclone serve s3`, which
@@ -30,7 +31,7 @@ from coderctl.ops.s3 import Bucket, Retention
 MODES = ("GOVERNANCE", "COMPLIANCE")
 MAX_DAYS = 36500
 MODE_SETTING, DAYS_SETTING = "s3_object_lock_mode", "s3_object_lock_days"
-_HOW = f"{MODE_SETTING} and {DAYS_SETTING} (or backup create's --object-lock-mode and --object-lock-days)"
+_HOW = f"{MODE_SETTING} and {DAYS_SETTING} (or --object-lock-mode and --object-lock-days)"
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,24 @@ def _read(bucket: Bucket, key: str) -> Retention | None:
     if info is None:
         raise StepFailed(f"s3://{bucket.name}/{key} is gone right after it was written")
     return info.retention
+
+
+def confirm_or_remove(bucket: Bucket, key: str, wanted: Retention) -> Retention:
+    """confirm(); an object whose retention does not hold is removed before the StepFailed goes on (a manifest
+    whose backup is being discarded)."""
+    try:
+        return confirm(bucket, key, wanted)[0]
+    except BaseException:
+        try:
+            bucket.delete(key)
+        except Exception:  # the failure being raised says more; `backup list` shows an object left behind
+            pass
+        raise
+
+
+def for_backup(lock: ObjectLock, created: datetime | None, now: datetime) -> Retention | None:
+    """The retention a backup copied later (backup sync) gets: `days` from its creation, as if it had been
+    locked when made; None when that time is already over (S3 refuses a retain-until date in the past)."""
+    wanted = lock.retention(created or now)
+    return wanted if wanted.until > now else None
+

@@ -2,6 +2,11 @@
 (either way), each checked by its manifest's SHA-256 as it is copied; nothing appears under a backup's name
 at B unless it matched. A backup B already holds with the same SHA-256 is left; one with a different SHA-256
 is a conflict, left alone on both sides.
+
+Into a bucket, with an object lock asked (ops/s3lock.py), the bucket must have object lock enabled before
+anything is copied, and each copy (the dump and its manifest) is retained for the days asked from the backup's
+creation, as `backup create` would have retained it, and read back so; a backup whose retention is already
+over is copied without a lock, and says so.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from typing import Any
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode, UsageError
 from coderctl.ops import manifest as mf
+from coderctl.ops import s3lock
 from coderctl.ops.catalog import Entry, scan, scan_s3
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.journal import Journal, Outcome, StepFailed
-from coderctl.ops.s3 import Bucket, open_bucket
+from coderctl.ops.s3 import Bucket, Retention, open_bucket
 from coderctl.ops.signals import interruptible
 from coderctl.ops.storage import S3URL
 
@@ -50,6 +56,11 @@ def sync(app: App, source: Path | S3URL, target: Path | S3URL, *, dry_run: bool 
                     raise UsageError(f"{source}: no such directory")
                 there, target_bucket = _entries(app, target)
                 step.detail = f"{len(have)} at {_describe(source)}, {len(there)} at {_describe(target)}"
+                lock = s3lock.asked(app.settings) if target_bucket is not None else None
+                if lock is not None:
+                    assert target_bucket is not None
+                    s3lock.require(target_bucket, lock)
+                    step.detail += f"; object lock {lock}"
             existing = {e.name: e for e in there if e.manifest is not None}
             for entry in have:
                 if not entry.complete or entry.manifest is None:
@@ -66,9 +77,9 @@ def sync(app: App, source: Path | S3URL, target: Path | S3URL, *, dry_run: bool 
                     continue
                 try:
                     with journal.step(f"copy {entry.name}") as step:
-                        _copy(app, entry, target, source_bucket, target_bucket)
-                        step.detail = f"{entry.manifest.size} bytes, SHA-256 checked"
-                    row["action"] = "copied"
+                        held = _copy(app, entry, target, source_bucket, target_bucket, lock)
+                        step.detail = f"{entry.manifest.size} bytes, SHA-256 checked" + (f"; {held}" if held else "")
+                    row["action"] = "copied" + (f", {held}" if held else "")
                 except CoderctlError as exc:
                     row["action"] = f"failed: {app.redact(str(exc))}"
         code, message = ExitCode.OK, ""
@@ -88,26 +99,34 @@ def sync(app: App, source: Path | S3URL, target: Path | S3URL, *, dry_run: bool 
 
 
 def _copy(app: App, entry: Entry, target: Path | S3URL, source_bucket: Bucket | None,
-          target_bucket: Bucket | None) -> None:
+          target_bucket: Bucket | None, lock: s3lock.ObjectLock | None) -> str:
+    """Copy one backup; what its copy is retained as ('' without a lock)."""
     if isinstance(target, S3URL):
         assert target_bucket is not None
-        _upload(entry, target_bucket, target.prefix + entry.name)
-        return
+        if lock is None:
+            _upload(entry, target_bucket, target.prefix + entry.name, None)
+            return ""
+        wanted = s3lock.for_backup(lock, entry.time, mf.now_utc())
+        _upload(entry, target_bucket, target.prefix + entry.name, wanted)
+        if wanted is None:
+            return f"not locked: {lock} from its creation ended before now"
+        return f"retained {s3lock.describe(wanted)}"
     from coderctl.ops.remote import fetch
 
     assert source_bucket is not None
     fetch(app, S3URL(source_bucket.name, entry.key), target, bucket=source_bucket)
+    return ""
 
 
-def _upload(entry: Entry, bucket: Bucket, key: str) -> None:
+def _upload(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) -> None:
     """Stream a local backup into a multipart upload, completed only if it has its manifest's size and
-    SHA-256; then its manifest beside it."""
+    SHA-256; then its manifest beside it; with `wanted`, both retained so, read back."""
     from coderctl.ops.s3upload import MultipartWriter
 
     assert entry.manifest is not None
     if bucket.head(key) is not None:
         raise StepFailed(f"s3://{bucket.name}/{key} exists without a manifest: left alone")
-    upload = MultipartWriter(bucket, key)
+    upload = MultipartWriter(bucket, key, extra=s3lock.arguments(wanted))
     try:
         digest = hashlib.sha256()
         with open(entry.path, "rb", buffering=0) as fh:
@@ -118,7 +137,11 @@ def _upload(entry: Entry, bucket: Bucket, key: str) -> None:
             raise StepFailed(f"{entry.path} does not match its manifest (size or SHA-256): not copied")
         upload.finish()
         upload.complete()
-        bucket.put_bytes(key + ".json", mf.encode(entry.manifest))
+        if wanted is not None:
+            s3lock.confirm(bucket, key, wanted)
+        bucket.put_bytes(key + ".json", mf.encode(entry.manifest), extra=s3lock.arguments(wanted))
+        if wanted is not None:
+            s3lock.confirm_or_remove(bucket, key + ".json", wanted)
     except BaseException:
         upload.abort()
         raise

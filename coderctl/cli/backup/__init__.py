@@ -47,7 +47,7 @@ def database_options(fn: F) -> F:
 
 
 def object_lock_options(fn: F) -> F:
-    """--object-lock-mode, --object-lock-days: retention of a backup written to a bucket (create)."""
+    """--object-lock-mode, --object-lock-days: retention of a backup written to a bucket (create, sync)."""
 
     @click.option("--object-lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"], case_sensitive=False),
                   default=None, help="with a bucket: lock the backup and its manifest in this object lock mode (the "
@@ -65,7 +65,7 @@ def object_lock_options(fn: F) -> F:
         app = click.get_current_context().find_object(App)
         assert app is not None
         if object_lock_mode or object_lock_days:
-            to, output_dir = kwargs.get("to"), kwargs.get("output_dir")
+            to, output_dir = kwargs.get("to") or kwargs.get("target"), kwargs.get("output_dir")
             if output_dir or not is_s3(to or _configured(app)):
                 raise UsageError("--object-lock-mode / --object-lock-days: object lock is for a backup written to "
                                  "a bucket (--to s3://BUCKET/PREFIX)")
@@ -453,12 +453,15 @@ def cleanup(app: App, prefix: str | None, older_than: str, dry_run: bool) -> int
 @click.option("--from", "source", metavar="DIR|s3://BUCKET/PREFIX", help="where the backups are (required)")
 @click.option("--to", "target", metavar="s3://BUCKET/PREFIX|DIR", help="where they are missing (required)")
 @click.option("--dry-run", is_flag=True, help="only say what would be copied")
+@object_lock_options
 @click.pass_obj
 def sync(app: App, source: str | None, target: str | None, dry_run: bool) -> int:
     """Copy the backups (with their manifests) that --to lacks, between a directory and a bucket.
 
     Each copy is checked against its manifest's SHA-256 as it is made and appears under its name only if it
     matches; a backup already there with the same SHA-256 is left, one with another is a conflict (exit 1).
+    Into a bucket with an object lock asked, each copy is retained for the days asked from its backup's
+    creation (a backup older than that is copied unlocked, and says so).
     """
     from coderctl import render
     from coderctl.errors import UsageError
