@@ -165,3 +165,18 @@ def test_the_server_version_is_recorded_without_the_read_back(lab: Lab, tmp_path
     r, doc = create(lab, tmp_path / "b", *direct(lab), "--no-verify")
     assert r.code == 0, r.output
     assert str(_manifest(doc)["server_version"]).startswith(lab.postgres.version.split()[0])
+
+
+def test_a_failing_fsync_is_one_line_and_leaves_nothing(lab: Lab, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refuses the data at the fsync (EIO), which runs beside the read-back's end."""
+    def sync(self: PartialFile) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(PartialFile, "sync", sync)
+    out = tmp_path / "b"
+    r, doc = create(lab, out, *direct(lab))
+    assert r.code == 1, r.output
+    errors = [line for line in r.stderr.splitlines() if "warning" not in line]
+    assert errors == ["coderctl: error: writing the dump to disk: Input/output error"]
+    assert doc["result"]["status"] == "failed" and files(out) == []

@@ -255,7 +255,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         started = time.monotonic()
         coder = _Background(lambda: coder_version(app) if source.cluster else None, lambda: app.redact(" "),
                             *([warm] if warm else []), lazy=True)
-        # Read back anyway, a local dump need not pass through Python: the read-back hashes the file.
+        # with the read-back on, a local dump need not pass through Python: the read-back hashes the file
         run_dump(app, source, opts, sink, into=out if follower is not None else None, spliced=moved)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
@@ -265,7 +265,10 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
             verification, facts, sha256 = _verify(follower, out, None if spliced else digest.hexdigest(), opts.fmt)
         finally:
             syncing.wait()
-        syncing.result()
+        try:
+            syncing.result()
+        except OSError as exc:
+            raise StepFailed(f"writing the dump to disk: {exc.strerror or exc}") from None
         step.detail = verification.detail
         if verification.status == "skipped":
             step.status = "skipped"
