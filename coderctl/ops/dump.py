@@ -30,6 +30,8 @@ SMALL_READ, PAUSE = 128 << 10, 0.004
 6 KiB on average for a 60 MB archive (-Z1), each followed by a file write, a hash update and a wake-up. After
 a read shorter than SMALL_READ the reader pauses (with the 1 MiB pipe only: 4 ms is about 100 KiB at -Z1's
 rate, a tenth of the pipe), so the next read finds more: about a thousand reads instead."""
+UNSPLICEABLE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
+"""What splice(2) answers where the kernel or the filesystem cannot splice into the file."""
 FORMAT_ARGS = {"custom": ["-Fc"], "plain": ["-Fp", "--clean", "--if-exists"]}
 DEFAULT_COMPRESSION = 1
 """zlib level of custom archives. pg_dump's own default (6) takes about twice the time of level 1 for
@@ -104,14 +106,7 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
             fd = proc.stdout.fileno()
             # pg_dump -Z1 writes about 25 MB/s here, which fills the default 64 KiB pipe in under 3 ms, about as
             # long as this thread can wait for the GIL while the read-back runs; 1 MiB is 40 ms of slack.
-            pause = PAUSE if pgtools.widen_pipe(fd) else 0.0
-            if into is not None and not _splice(fd, into, spliced or (lambda n: None), pause):
-                into = None
-            if into is None:
-                while chunk := os.read(fd, pgtools.PIPE_SIZE):
-                    sink(chunk)
-                    if len(chunk) < SMALL_READ and pause:
-                        time.sleep(pause)
+            _pump(fd, sink, into, spliced or (lambda n: None), PAUSE if pgtools.widen_pipe(fd) else 0.0)
             code = proc.wait()
         finally:
             stop(proc)
@@ -121,22 +116,40 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
             raise StepFailed(app.redact(f"pg_dump failed (exit {code}): {reason}"))
 
 
-def _splice(fd: int, into: Receiver, spliced: Callable[[int], None], pause: float) -> bool:
-    """Move everything from the pipe into the file; False (nothing moved) where splicing is not possible."""
-    try:
+def _pump(fd: int, sink: Sink, into: Receiver | None, spliced: Callable[[int], None], pause: float) -> None:
+    """Everything from the pipe: spliced into `into`, else read and handed to `sink`. Splicing falls back to
+    reading when its first attempt fails as unsupported (nothing moved then). After a move shorter than
+    SMALL_READ, a pause, so that the next one finds more."""
+    def copy() -> int:
+        chunk = os.read(fd, pgtools.PIPE_SIZE)
+        if chunk:
+            sink(chunk)
+        return len(chunk)
+
+    def splice() -> int:
+        assert into is not None
         moved = into.splice_from(fd, pgtools.PIPE_SIZE)
-    except AttributeError:  # no os.splice: not Linux, or Python before 3.10
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
-            return False
-        raise
+        if moved:
+            spliced(moved)
+        return moved
+
+    take, moved = copy, 0
+    if into is not None and hasattr(os, "splice"):  # Linux, Python 3.10+
+        try:
+            moved = into.splice_from(fd, pgtools.PIPE_SIZE)
+            take = splice
+        except OSError as exc:
+            if exc.errno not in UNSPLICEABLE:
+                raise
+    if take is splice:
+        if moved:
+            spliced(moved)
+    else:
+        moved = copy()
     while moved:
-        spliced(moved)
         if moved < SMALL_READ and pause:
             time.sleep(pause)
-        moved = into.splice_from(fd, pgtools.PIPE_SIZE)
-    return True
+        moved = take()
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

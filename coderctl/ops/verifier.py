@@ -43,7 +43,7 @@ class VerifyFailed(CoderctlError):
     pass
 
 
-def lower_priority() -> None:
+def _lower_priority() -> None:
     """Nice 10 for the calling thread (Linux threads have their own): reading back only takes spare CPU,
     so a local pg_dump is not slowed down by its own check."""
     with contextlib.suppress(OSError):
@@ -118,7 +118,7 @@ class StreamCheck:
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
-        lower_priority()
+        _lower_priority()
         try:
             while chunk := os.read(fd, READ_CHUNK):
                 self.scanner.feed(chunk)
@@ -205,8 +205,9 @@ class Follower(threading.Thread):
     own priority. Once pg_dump has exited what is left is on the critical path, so `finish()` takes over on the
     calling thread, at its priority: a follower niced to the end took 4 to 11 s to catch up on the heavily
     loaded lab machine (1.4 to 1.9 s at the process's priority).
-    What it hashes is what it read from the file, so comparing that with the hash of what was written proves
-    the file holds exactly the verified bytes.
+    What it hashes is what it read from the file: compared with the hash of what was written, it proves the
+    file holds exactly the verified bytes; where the kernel wrote the file (a spliced local dump), it is the
+    file's hash.
     """
 
     def __init__(self, path: Path, check: StreamCheck) -> None:
@@ -224,9 +225,6 @@ class Follower(threading.Thread):
         self._written_back = 0
         self._fh: IO[bytes] | None = None
 
-    def wake(self) -> None:
-        self._more.set()
-
     def written(self, size: int) -> None:
         """The file now holds `size` bytes: wake the follower when a batch of new ones is there."""
         if size - self._woken >= WAKE_EVERY:
@@ -234,7 +232,7 @@ class Follower(threading.Thread):
             self._more.set()
 
     def run(self) -> None:
-        lower_priority()
+        _lower_priority()
         self._follow(lambda: self._handover)
 
     def _follow(self, stop: Callable[[], bool]) -> None:
@@ -316,7 +314,7 @@ class Inline(threading.Thread):
                 continue
 
     def run(self) -> None:
-        lower_priority()
+        _lower_priority()
         while (chunk := self._queue.get()) is not None:
             if self._cancelled:
                 return
