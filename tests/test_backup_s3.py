@@ -236,6 +236,21 @@ def test_sync_both_ways_copies_what_is_missing_checked_by_checksum(s3: Bucket, l
     assert r.code == 0, r.output
 
 
+def test_sync_copies_a_dump_whose_manifest_alone_is_in_the_bucket(s3: Bucket, lab: Lab, tmp_path: Path) -> None:
+    """A manifest without its data object is a missing backup, not a present one."""
+    local = tmp_path / "local"
+    r, doc = s3.run("backup", "create", "--to", str(local), *direct(lab))
+    assert r.code == 0, r.stderr
+    made = Path(doc["result"]["file"])
+    s3.server.client().put_object(Bucket=s3.name, Key=f"backups/{made.name}.json",
+                                  Body=Path(f"{made}.json").read_bytes())
+    r, doc = s3.run("backup", "sync", "--from", str(local), "--to", s3.url)
+    assert r.code == 0 and [b["action"] for b in doc["result"]["backups"]] == ["copied"], r.output
+    assert s3.objects() == [f"backups/{made.name}", f"backups/{made.name}.json"]
+    r, doc = s3.run("backup", "verify", f"{s3.url}{made.name}")
+    assert r.code == 0, r.output
+
+
 def test_s3_urls() -> None:
     from coderctl.errors import UsageError
     from coderctl.ops.storage import S3URL

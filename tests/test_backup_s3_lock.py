@@ -235,3 +235,37 @@ def test_a_copied_backup_keeps_what_remains_of_its_retention() -> None:
     assert s3lock.for_backup(lock, now - timedelta(days=30), now) is None
     fresh = s3lock.for_backup(lock, None, now)
     assert fresh is not None and fresh.until == now + timedelta(days=7)
+
+
+def test_sync_completes_a_locked_copy_interrupted_before_its_manifest(locked: Bucket, lab: Lab,
+                                                                      tmp_path: Path) -> None:
+    """A sync killed between the dump and its manifest leaves a locked dump nobody can remove: the next sync
+    recognises it byte for byte and writes only the manifest; a dump that differs is left alone."""
+    local = tmp_path / "backups"
+    name = _local_backup(lab, local)
+    key = f"backups/{name}"
+    client = locked.server.client()
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    client.put_object(Bucket=locked.name, Key=key, Body=(local / name).read_bytes(),
+                      ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until, ChecksumAlgorithm="SHA256")
+    r, doc = locked.run("backup", "sync", "--from", str(local), "--to", locked.url, *LOCK)
+    assert r.code == 0, r.output
+    action = doc["result"]["backups"][0]["action"]
+    assert action.startswith("copied, only its manifest was missing") and "manifest retained COMPLIANCE" in action
+    assert client.head_object(Bucket=locked.name, Key=key + ".json")["ObjectLockMode"] == "COMPLIANCE"
+    versions = client.list_object_versions(Bucket=locked.name, Prefix=key)["Versions"]
+    assert sorted(v["Key"] for v in versions) == [key, key + ".json"]
+    r, doc = locked.run("backup", "list", locked.url)
+    assert r.code == 0 and name in r.stdout and "no-manifest" not in r.stdout, r.output
+
+    other = _local_backup(lab, tmp_path / "other")
+    (local / other).write_bytes((tmp_path / "other" / other).read_bytes())
+    (local / (other + ".json")).write_bytes((tmp_path / "other" / (other + ".json")).read_bytes())
+    body = bytearray((local / other).read_bytes())
+    body[-1] ^= 1
+    client.put_object(Bucket=locked.name, Key=f"backups/{other}", Body=bytes(body))
+    r, doc = locked.run("backup", "sync", "--from", str(local), "--to", locked.url, *LOCK)
+    assert r.code == 1, r.output
+    row = next(b for b in doc["result"]["backups"] if b["file"] == other)
+    assert row["action"].startswith("failed: ") and "exists without a manifest and differs" in row["action"]
+    assert "SHA-256" in row["action"] and f"backups/{other}.json" not in locked.objects()

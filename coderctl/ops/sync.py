@@ -61,7 +61,7 @@ def sync(app: App, source: Path | S3URL, target: Path | S3URL, *, dry_run: bool 
                     assert target_bucket is not None
                     s3lock.require(target_bucket, lock)
                     step.detail += f"; object lock {lock}"
-            existing = {e.name: e for e in there if e.manifest is not None}
+            existing = {e.name: e for e in there if e.complete}
             for entry in have:
                 if not entry.complete or entry.manifest is None:
                     continue
@@ -100,17 +100,18 @@ def sync(app: App, source: Path | S3URL, target: Path | S3URL, *, dry_run: bool 
 
 def _copy(app: App, entry: Entry, target: Path | S3URL, source_bucket: Bucket | None,
           target_bucket: Bucket | None, lock: s3lock.ObjectLock | None) -> str:
-    """Copy one backup; what its copy is retained as ('' without a lock)."""
+    """Copy one backup; notes on the copy: what it is retained as, whether only the manifest was missing."""
     if isinstance(target, S3URL):
         assert target_bucket is not None
-        if lock is None:
-            _upload(entry, target_bucket, target.prefix + entry.name, None)
-            return ""
-        wanted = s3lock.for_backup(lock, entry.time, mf.now_utc())
-        _upload(entry, target_bucket, target.prefix + entry.name, wanted)
-        if wanted is None:
-            return f"not locked: {lock} from its creation ended before now"
-        return f"retained {s3lock.describe(wanted)}"
+        wanted = s3lock.for_backup(lock, entry.time, mf.now_utc()) if lock is not None else None
+        completed = _upload(entry, target_bucket, target.prefix + entry.name, wanted)
+        notes = ["only its manifest was missing (an interrupted copy): the dump there matched"] if completed else []
+        if lock is not None and wanted is None:
+            notes.append(f"not locked: {lock} from its creation ended before now")
+        elif wanted is not None:
+            notes.append(f"retained {s3lock.describe(wanted)}" if not completed else
+                         f"manifest retained {s3lock.describe(wanted)}")
+        return "; ".join(notes)
     from coderctl.ops.remote import fetch
 
     assert source_bucket is not None
@@ -118,14 +119,16 @@ def _copy(app: App, entry: Entry, target: Path | S3URL, source_bucket: Bucket | 
     return ""
 
 
-def _upload(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) -> None:
+def _upload(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) -> bool:
     """Stream a local backup into a multipart upload, completed only if it has its manifest's size and
-    SHA-256; then its manifest beside it; with `wanted`, both retained so, read back."""
+    SHA-256; then its manifest beside it; with `wanted`, both retained so, read back. True when the dump was
+    already there without its manifest (see _complete) and only the manifest was written."""
     from coderctl.ops.s3upload import MultipartWriter
 
     assert entry.manifest is not None
     if bucket.head(key) is not None:
-        raise StepFailed(f"s3://{bucket.name}/{key} exists without a manifest: left alone")
+        _complete(entry, bucket, key, wanted)
+        return True
     upload = MultipartWriter(bucket, key, extra=s3lock.arguments(wanted))
     try:
         digest = hashlib.sha256()
@@ -139,9 +142,32 @@ def _upload(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) ->
         upload.complete()
         if wanted is not None:
             s3lock.confirm(bucket, key, wanted)
-        bucket.put_bytes(key + ".json", mf.encode(entry.manifest), extra=s3lock.arguments(wanted))
-        if wanted is not None:
-            s3lock.confirm_or_remove(bucket, key + ".json", wanted)
+        _put_manifest(entry, bucket, key, wanted)
     except BaseException:
         upload.abort()
         raise
+    return False
+
+
+def _put_manifest(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) -> None:
+    assert entry.manifest is not None
+    bucket.put_bytes(key + ".json", mf.encode(entry.manifest), extra=s3lock.arguments(wanted))
+    if wanted is not None:
+        s3lock.confirm_or_remove(bucket, key + ".json", wanted)
+
+
+def _complete(entry: Entry, bucket: Bucket, key: str, wanted: Retention | None) -> None:
+    """A dump already in the bucket without its manifest: a copy interrupted between the two (under an object
+    lock, one nobody could remove until its retention ends). When it is this backup, byte for byte (size, then
+    SHA-256 of a full download), only the manifest is written; anything else is left alone."""
+    assert entry.manifest is not None
+    info = bucket.head(key)
+    where = f"s3://{bucket.name}/{key}"
+    if info is None or info.size != entry.manifest.size:
+        raise StepFailed(f"{where} exists without a manifest and differs from {entry.path} (size): left alone")
+    digest = hashlib.sha256()
+    for chunk in bucket.chunks(key, etag=info.etag):
+        digest.update(chunk)
+    if digest.hexdigest() != entry.manifest.sha256:
+        raise StepFailed(f"{where} exists without a manifest and differs from {entry.path} (SHA-256): left alone")
+    _put_manifest(entry, bucket, key, wanted)
