@@ -10,11 +10,12 @@ error/status, 4 resize); the command's exit status arrives as a `Status` object 
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDERR_LIMIT = 64 * 1024
+SMALL_STDIN = 64 * 1024
+"""An exec whose whole stdin fits in this runs on the caller's thread alone (kube_exec_inline.py): sent
+before the output is read, it cannot wait on the output, since the socket's buffers hold it."""
 OPEN_TIMEOUT_FLOOR = 10.0
 """Least time given to open an exec stream once the TCP connection is up. Opening one makes the API server
 dial the kubelet, which starts the process through the container runtime: on a busy node that alone takes
@@ -85,8 +89,9 @@ def exec_stream(
 ) -> ExecResult:
     """Run `command` in the pod; hand stdout to `stdout` chunk by chunk as it arrives.
 
-    `stdin` is sent from a separate thread while output is read, so a large input (a restore) and the
-    command's output cannot block each other. After the last chunk, under v5, stdin is half-closed unless
+    A small `stdin` (up to SMALL_STDIN bytes in all) is sent first and the stream is read on the caller's thread
+    (kube_exec_inline.py); a larger one (a restore) is sent from a separate thread while output is read, so the
+    input and the command's output cannot block each other. After the last chunk, under v5, stdin is half-closed unless
     `close_stdin` is False (a command may watch its stdin to notice that coderctl went away).
     `idle_timeout` bounds the wait for each message (None: wait as long as output keeps coming).
     Raises ExecStreamBroken when the connection ends without an exit status.
@@ -98,6 +103,12 @@ def exec_stream(
     if container:
         query.append(("container", container))
     url = kube.url(PODS.path(namespace, pod, "exec"), query, websocket=True)
+    held, rest = _take_small(stdin)
+    if rest is None and on_open is None and not kube.proxy:
+        return _exec_inline(kube, url, f"{namespace}/{pod}", PODS.path(namespace, pod, "exec"), stdout=stdout,
+                            stdin=held, close_stdin=close_stdin and stdin is not None, idle_timeout=idle_timeout)
+    if stdin is not None:
+        stdin = itertools.chain(held, rest or ())
     try:
         try:
             ws, guard = _open(kube, url, tls12=True)
@@ -153,10 +164,46 @@ def exec_stream(
         guard.close()
     if sender is not None:
         sender.finish()
-    if not got_status:
+    return _result(f"{namespace}/{pod}", count, stderr, status_raw if got_status else None)
+
+
+def _take_small(stdin: Iterable[bytes] | None) -> tuple[list[bytes], Iterator[bytes] | None]:
+    """The stdin's first chunks, up to SMALL_STDIN bytes; and the rest, None when that was all of it."""
+    if stdin is None:
+        return [], None
+    chunks = iter(stdin)
+    held: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        held.append(chunk)
+        size += len(chunk)
+        if size > SMALL_STDIN:
+            return held, chunks
+    return held, None
+
+
+def _exec_inline(kube: KubeClient, url: str, where: str, api_path: str, *, stdout: Callable[[bytes], object],
+                 stdin: list[bytes], close_stdin: bool, idle_timeout: float | None) -> ExecResult:
+    """exec_stream on the caller's thread alone (kube_exec_inline.py says why)."""
+    from coderctl.clients.kube_exec_inline import InlineExec
+
+    stream = InlineExec(kube, url, where, api_path, PROTOCOLS, STDERR_LIMIT, max(kube.timeout, OPEN_TIMEOUT_FLOOR))
+    first = stream.open()
+    try:
+        stream.send_stdin(stdin, close_stdin)
+        count, stderr, status_raw, got_status = stream.read(first, stdout, idle_timeout)
+    except TimeoutError:
+        raise ExecStreamBroken(f"exec in {where}: no data for {idle_timeout:g}s, gave up") from None
+    finally:
+        stream.close()
+    return _result(where, count, stderr, status_raw if got_status else None)
+
+
+def _result(where: str, count: int, stderr: bytearray, status_raw: bytearray | None) -> ExecResult:
+    """The command's result from its Status (None: none came, and ExecStreamBroken)."""
+    if status_raw is None:
         raise ExecStreamBroken(
-            f"exec in {namespace}/{pod}: the stream ended after {count} bytes without an exit status; "
-            "the output is incomplete"
+            f"exec in {where}: the stream ended after {count} bytes without an exit status; the output is incomplete"
         )
     code, message, status = parse_status(bytes(status_raw))
     return ExecResult(code, message, bytes(stderr), count, status)
