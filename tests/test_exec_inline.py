@@ -53,9 +53,9 @@ def read_frames(data: bytes) -> list[tuple[int, bytes]]:
 class Peer:
     """Accepts one connection; `script(conn)` runs after the upgrade (or instead of it: answer=False)."""
 
-    def __init__(self, script: Callable[[socket.socket], None], *, answer: bool = True) -> None:
+    def __init__(self, script: Callable[[socket.socket], None], *, answer: bool = True, early: bytes = b"") -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.script, self.answer = script, answer
+        self.script, self.answer, self.early = script, answer, early
         self.received = bytearray()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -76,8 +76,13 @@ class Peer:
                 accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
                 conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                              b"Sec-WebSocket-Accept: " + accept + b"\r\n"
-                             b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n")
+                             b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n" + self.early)
             self.script(conn)
+
+    def wait_for_stdin(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        while not any(opcode == 0x2 for opcode, _ in read_frames(bytes(self.received))):
+            self.received += conn.recv(4096)
 
     def drain(self, conn: socket.socket, seconds: float) -> None:
         """Read what the client sends for `seconds`, answering nothing."""
@@ -119,6 +124,7 @@ def short(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_fragmented_message_and_a_ping_from_the_server(tmp_path: Path, short: None) -> None:
     def script(conn: socket.socket) -> None:
+        peer.wait_for_stdin(conn)
         conn.sendall(frame(0x9, b"are you there")
                      + frame(0x2, b"\x01hel", fin=False) + frame(0x0, b"lo ", fin=False) + frame(0x0, b"world")
                      + frame(0x2, b"\x02a warning") + frame(0x2, b"\x03" + SUCCESS) + frame(0x8, b"\x03\xe8"))
@@ -132,6 +138,16 @@ def test_a_fragmented_message_and_a_ping_from_the_server(tmp_path: Path, short: 
     assert (0x2, b"\x00credentials\n") in frames  # stdin, and no close of it (close_stdin=False)
     assert (0xA, b"are you there") in frames  # the pong
     assert (0x2, bytes([255, 0])) not in frames
+
+
+def test_a_command_that_ended_before_its_stdin_was_sent(tmp_path: Path, short: None) -> None:
+    """Its status and close frame arrive with the handshake's answer: no stdin is sent, the result stands."""
+    peer = Peer(lambda conn: peer.drain(conn, 0.3),
+                early=frame(0x2, b"\x01done") + frame(0x2, b"\x03" + SUCCESS) + frame(0x8, b"\x03\xe8"))
+    out, result = run(client(peer, tmp_path))
+    assert out == b"done" and result.ok
+    peer.thread.join(2)
+    assert [opcode for opcode, _ in read_frames(bytes(peer.received))] == [0x8]  # only the answer to the close
 
 
 def test_silence_after_the_handshake_is_pinged_then_given_up(tmp_path: Path, short: None) -> None:

@@ -114,8 +114,13 @@ class InlineExec:
     # the stream ------------------------------------------------------------------------------------------------
 
     def send_stdin(self, chunks: list[bytes], close: bool) -> None:
-        """Send stdin (already in memory, small), then, under v5 and with `close`, its end."""
+        """Send stdin (already in memory, small), then, under v5 and with `close`, its end; nothing when the
+        server already closed (a command that ended at once: its close frame can come with the handshake)."""
+        from websockets.protocol import State
+
         assert self.protocol is not None
+        if self.protocol.state is not State.OPEN:
+            return
         for chunk in chunks:
             if chunk:
                 self.protocol.send_binary(bytes([STDIN]) + chunk)
