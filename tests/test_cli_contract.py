@@ -396,7 +396,7 @@ def test_namespace_precedence_flag_env_profile_kubeconfig_default(tmp_path: Path
 
 
 def test_kubeconfig_list_skips_missing_files_and_merges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from coderctl.clients.kube import _load_configuration
+    from coderctl.clients.kube import _load_connection as _load_configuration
 
     first = kubeconfig(tmp_path / "a", contexts={"a": "ns-a"}, current="a")
     second = tmp_path / "b"

@@ -24,13 +24,13 @@ def run_and_report(app: App, command: str, checks: list[Check], *, check_timeout
     from coderctl import render
     from coderctl.checks.base import Status
     from coderctl.checks.runner import run_checks, unchecked
-    from coderctl.clients.kube import LIBRARY_MODULES
+    from coderctl.clients.kube import preload
 
     if any(c.uses_cluster for c in checks):
         app.kube()  # a missing or invalid kubeconfig is a usage error (exit 2), not a failed check
     modules = {m for c in checks for m in c.modules}
     if not (app.settings.access_url and app.settings.wildcard_url):
-        modules |= set(LIBRARY_MODULES)  # checks will ask the cluster for the URLs
+        preload(app.settings.kubeconfig, app.settings.context)  # checks will ask the cluster for the URLs
     for module in sorted(modules):
         importlib.import_module(module)  # startup cost, like the interpreter's: not part of the run's time
     started_at, start = datetime.now(UTC), time.monotonic()

@@ -1,4 +1,5 @@
-"""Kubernetes API access through the official client's configuration, auth and HTTP layer.
+"""Kubernetes API access: the connection a kubeconfig names (kube_connection.py: read directly when plain, else
+by the official client's loader), HTTP through urllib3 as the official client's REST layer does.
 
 Objects come back as plain dicts (the JSON the API sent): checks read a few fields of many kinds,
 custom resources included, and dicts keep that uniform without importing the generated models.
@@ -13,6 +14,7 @@ import copy
 import json
 import os
 import ssl
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
@@ -33,7 +35,11 @@ from coderctl.clients.kube_errors import api_error
 from coderctl.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient, Configuration
+    import urllib3
+    from kubernetes.client import Configuration
+
+    from coderctl.clients.kube_connection import Connection
+    from coderctl.clients.kubeconfig import Kubeconfigs
 
 
 PatchKind = Literal["merge", "strategic", "json"]
@@ -81,19 +87,46 @@ LEASES = Resource("coordination.k8s.io/v1", "leases")
 
 READS = frozenset({"GET", "HEAD"})
 
-LIBRARY_MODULES = ("kubernetes.config", "kubernetes.client")
-"""What the client imports when it is first built (about half a second, much more on a busy machine): a run
-that may need the cluster imports them before its clock starts, so no timeout is spent importing."""
+def preload(kubeconfig: str | None, context: str | None) -> None:
+    """Import what the client will need, before a run's clock starts: the library's loader (about half a second,
+    much more on a busy machine) only when the kubeconfig is not plain (kube_connection.py). Errors are left
+    for the client to report."""
+    import importlib
+
+    import urllib3  # noqa: F401
+
+    try:
+        _load_connection(kubeconfig, context, plain_only=True)
+    except _NeedsLibrary:
+        for module in ("kubernetes.config", "kubernetes.client"):
+            importlib.import_module(module)
+    except ConfigError:
+        pass
 
 
-def _load_configuration(kubeconfig: str | None, context: str | None) -> Configuration:
-    """The client configuration from the kubeconfig files as kubectl merges them (see kubeconfig.py), else
-    in-cluster."""
+class _NeedsLibrary(Exception):
+    pass
+
+
+def _load_connection(kubeconfig: str | None, context: str | None, *, plain_only: bool = False) -> Connection:
+    """The connection from the kubeconfig files as kubectl merges them (see kubeconfig.py): read directly when
+    plain, else by the official client; else in-cluster."""
+    from coderctl.clients import kube_connection
     from coderctl.clients.kubeconfig import read_kubeconfigs
 
     found = read_kubeconfigs(kubeconfig)
     if found is not None:
         found.check_context(context)
+        connection = kube_connection.plain(found, context)
+        if connection is not None:
+            return connection
+    if plain_only:
+        raise _NeedsLibrary
+    return kube_connection.from_library(_load_configuration(found, context))
+
+
+def _load_configuration(found: Kubeconfigs | None, context: str | None) -> Configuration:
+    """The official client's configuration (every form of kubeconfig, in-cluster configuration)."""
     from kubernetes import config as kconfig
     from kubernetes.client import Configuration
     from kubernetes.config.config_exception import ConfigException
@@ -123,37 +156,54 @@ class KubeClient:
     """A thin, thread-safe wrapper: objects as dicts, errors as KubeError subclasses.
 
     Reads (get, list, logs), writes (create, replace, the three patch kinds, delete) with resourceVersion
-    preconditions (a stale one raises KubeConflict), and waits (watch, wait_for: kube_watch.py).
+    preconditions (a stale one raises KubeConflict), and waits (watch, wait_for: kube_watch.py). HTTP through
+    one urllib3 pool, as the official client's own REST layer does; the connection settings come from
+    kube_connection.py.
     """
 
     def __init__(self, kubeconfig: str | None, context: str | None, timeout: float) -> None:
-        self.configuration = _load_configuration(kubeconfig, context)
-        self.configuration.retries = False
-        self.configuration.connection_pool_maxsize = 32  # checks run concurrently; keep their connections
+        self.connection = _load_connection(kubeconfig, context)
         self.timeout = timeout
-        self._api: ApiClient | None = None
+        self.auth_headers()  # credentials no HTTP header can carry are a configuration error, before any request
+        self._pool: urllib3.PoolManager | None = None
+        self._pool_lock = threading.Lock()
 
     # connection: what other transports (exec over WebSocket, watch streams) reuse --------------------------
 
     @property
     def host(self) -> str:
-        return str(self.configuration.host)
+        return self.connection.host
 
     @property
-    def api(self) -> ApiClient:
-        if self._api is None:
-            from kubernetes.client import ApiClient
+    def pool(self) -> urllib3.PoolManager:
+        """The HTTP connection pool (checks run concurrently: up to 32 connections are kept)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            return self._pool
 
-            self._api = ApiClient(self.configuration)
-        return self._api
+    def _new_pool(self) -> urllib3.PoolManager:
+        import urllib3
+
+        options: dict[str, Any] = {"num_pools": 4, "maxsize": 32, "retries": False}
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+            if self.tls_server_name:
+                options["server_hostname"] = self.tls_server_name
+            if not self.connection.verify:
+                options.update(cert_reqs="CERT_NONE", assert_hostname=False)
+        if self.proxy:
+            return urllib3.ProxyManager(self.proxy, **options)
+        return urllib3.PoolManager(**options)
 
     @property
     def tls_server_name(self) -> str | None:
-        return self.configuration.tls_server_name or None
+        return self.connection.tls_server_name
 
     @property
     def proxy(self) -> str | None:
-        return self.configuration.proxy or None
+        return self.connection.proxy
 
     def url(self, path: str, query: dict[str, Any] | list[tuple[str, str]] | None = None, *,
             websocket: bool = False) -> str:
@@ -170,30 +220,16 @@ class KubeClient:
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header the kubeconfig calls for (refreshing an expiring token first)."""
-        cfg = self.configuration
-        if cfg.refresh_api_key_hook is not None:
-            cfg.refresh_api_key_hook(cfg)
-        token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix("BearerToken")
-        if token:
-            return {"Authorization": token}
-        if cfg.username and cfg.password:
-            return {"Authorization": str(cfg.get_basic_auth_token())}
-        return {}
+        headers = self.connection.auth_headers()
+        value = headers.get("Authorization", "")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ConfigError("the kubeconfig's credentials (token, or user name and password) hold a control "
+                              "character (a line break at the end?): remove it from the kubeconfig or the token file")
+        return headers
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """TLS as the kubeconfig says (CA, client certificate, insecure-skip-tls-verify); None for http."""
-        cfg = self.configuration
-        if not self.host.startswith("https"):
-            return None
-        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-        if cfg.ca_cert_data:
-            ctx.load_verify_locations(cadata=cfg.ca_cert_data)
-        if cfg.cert_file:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        if not cfg.verify_ssl:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return self.connection.ssl_context()
 
     def request(
         self,
@@ -212,10 +248,12 @@ class KubeClient:
         headers = {"Accept": "application/json", "Content-Type": content_type, **self.auth_headers()}
         t = timeout or self.timeout
 
+        data = json.dumps(body).encode() if body is not None else None
+
         def send() -> tuple[int, bytes]:
-            response = self.api.rest_client.request(method, url, headers=headers, body=body,
-                                                    _request_timeout=(t, t))
-            return response.status, response.read()
+            response = self.pool.request(method, url, headers=headers, body=data,
+                                         timeout=urllib3.Timeout(connect=t, read=t), retries=False)
+            return response.status, response.data
 
         try:
             # The socket timeouts bound each connect and each read, not the answer: a server that trickles a

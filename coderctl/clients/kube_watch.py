@@ -118,7 +118,7 @@ def _stream(kube: KubeClient, resource: Resource, namespace: str | None, label_s
     headers = {"Accept": "application/json", **kube.auth_headers()}
     timeout = urllib3.Timeout(connect=min(kube.timeout, remaining), read=remaining + 0.05)
     try:
-        response = kube.api.rest_client.pool_manager.request(
+        response = kube.pool.request(
             "GET", kube.url(path, query), headers=headers, timeout=timeout, preload_content=False, retries=False)
     except urllib3.exceptions.HTTPError as exc:
         from coderctl.clients.kube import transport_reason

@@ -22,6 +22,9 @@ class Kubeconfigs:
     paths: list[Path]
     contexts: dict[str, dict[str, Any]] = field(default_factory=dict)
     current_context: str | None = None
+    clusters: dict[str, tuple[dict[str, Any], Path]] = field(default_factory=dict)
+    """Each cluster's entry and the file that defines it (relative paths in it start from that file's directory)."""
+    users: dict[str, tuple[dict[str, Any], Path]] = field(default_factory=dict)
 
     @property
     def shown(self) -> str:
@@ -105,6 +108,13 @@ def _merge(into: Kubeconfigs, path: Path, doc: dict[str, Any]) -> None:
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
             body = entry.get("context")
             into.contexts.setdefault(entry["name"], body if isinstance(body, dict) else {})
+    for key, names in (("clusters", into.clusters), ("users", into.users)):
+        entries = doc.get(key) or []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                body = entry.get(key[:-1])
+                if isinstance(body, dict):
+                    names.setdefault(entry["name"], (body, path.absolute()))
     current = doc.get("current-context")
     if into.current_context is None and isinstance(current, str) and current:
         into.current_context = current

@@ -57,12 +57,11 @@ def _with_discovered(rows: list[dict[str, Any]], discovered: dict[str, object]) 
 def _discover(app: App) -> tuple[dict[str, object], list[str]]:
     """What the cluster tells for the discoverable keys that are unset, and why some could not be read; the
     run's settings stay as they are (frozen). The keys are asked at once, under one deadline."""
-    import importlib
     import time
     from collections.abc import Callable
 
     from coderctl import discovery
-    from coderctl.clients.kube import LIBRARY_MODULES
+    from coderctl.clients.kube import preload
     from coderctl.concurrent import fan_out
 
     def infisical(field: str) -> Callable[[App], object]:
@@ -79,8 +78,7 @@ def _discover(app: App) -> tuple[dict[str, object], list[str]]:
     ]
     readers += [(f"infisical_{f}", infisical(f)) for f in ("host", "environment", "path", "token_secret")]
     wanted = [(key, read) for key, read in readers if not app.settings.values[key].value]
-    for module in LIBRARY_MODULES:
-        importlib.import_module(module)  # not on the clock
+    preload(app.settings.kubeconfig, app.settings.context)  # not on the clock
     deadline = time.monotonic() + 2 * app.timeout + 1
     answers = fan_out(lambda kr: kr[1](app), wanted, deadline=deadline)
     discovered: dict[str, object] = {}
