@@ -190,3 +190,14 @@ def test_credentials_no_header_can_carry_are_a_configuration_error(user: dict[st
     with pytest.raises(ConfigError) as caught:
         KubeClient(str(path), None, 2)
     assert "control character" in str(caught.value) and "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["token and CA data", "token file and CA file, relative"])
+def test_a_named_ca_is_the_only_one_trusted(case: str, tmp_path: Path) -> None:
+    """As kubectl: a kubeconfig that names its cluster's CA trusts that CA alone, not the system's store."""
+    _files(tmp_path)
+    cluster, user = CASES[case]
+    connection = _load_connection(str(write(tmp_path / "conf" / "kubeconfig", cluster, user)), None)
+    context = connection.ssl_context()
+    assert context is not None
+    assert len(context.get_ca_certs()) == 1  # the system store holds a hundred or more

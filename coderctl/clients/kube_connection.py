@@ -75,9 +75,9 @@ class Connection:
         http."""
         if not self.host.startswith("https"):
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_file or None)
-        if self.ca_pem:
-            ctx.load_verify_locations(cadata=self.ca_pem)
+        # the kubeconfig's CA alone when it names one, as kubectl trusts it (and loading the system's store costs
+        # 20-40 ms per context); the system's store otherwise
+        ctx = ssl.create_default_context(cafile=self.ca_file or None, cadata=self.ca_pem or None)
         if self.cert_file:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         elif self.cert_pem:
