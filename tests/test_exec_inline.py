@@ -206,3 +206,22 @@ def test_a_refused_upgrade_is_the_apis_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="forbidden") as caught:
         run(client(peer, tmp_path))
     assert type(caught.value).__name__ == "KubeForbidden"
+
+
+@pytest.mark.parametrize("how", ["closed", "reset"])
+def test_output_before_a_dropped_connection_is_all_handed_on(tmp_path: Path, short: None, how: str) -> None:
+    """Reads take whatever has arrived at once: bytes that came before the end are counted, then the stream is
+    broken (no status), whether the peer closed or reset the connection."""
+    def script(conn: socket.socket) -> None:
+        peer.wait_for_stdin(conn)
+        conn.sendall(b"".join(frame(0x2, b"\x01" + bytes([65 + i]) * 100) for i in range(5)))
+        if how == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.2)
+
+    peer = Peer(script)
+    out = bytearray()
+    with pytest.raises(ExecStreamBroken, match="after 500 bytes without an exit status"):
+        kube_exec.exec_stream(client(peer, tmp_path), "coder", "pod", ["true"], stdout=out.extend,
+                              stdin=[b"credentials\n"], close_stdin=False)
+    assert bytes(out) == b"".join(bytes([65 + i]) * 100 for i in range(5))
