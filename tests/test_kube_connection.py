@@ -24,6 +24,8 @@ import pytest
 import trustme
 import yaml
 
+from clirun import run_subprocess
+
 from coderctl.clients import kube_connection
 from coderctl.clients.kube import KubeClient, _load_configuration, _load_connection
 from coderctl.clients.kube_connection import Connection
@@ -201,3 +203,26 @@ def test_a_named_ca_is_the_only_one_trusted(case: str, tmp_path: Path) -> None:
     context = connection.ssl_context()
     assert context is not None
     assert len(context.get_ca_certs()) == 1  # the system store holds a hundred or more
+
+
+def test_insecure_skip_tls_verify_reaches_a_server_no_ca_vouches_for(kube_api: FakeKubeAPI,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    assert kube_api.url
+    path = write(tmp_path / "kubeconfig", {"server": kube_api.url, "insecure-skip-tls-verify": True},
+                 {"token": kube_api.token})
+    assert KubeClient(str(path), None, 5).version()["major"]
+    r = run_subprocess("--kubeconfig", str(path), "--timeout", "5", "verify", "--only", "cluster")
+    assert r.code == 0 and r.stderr == "", r.output  # as kubectl: no warning on every request
+    checked = write(tmp_path / "checked", {"server": kube_api.url}, {"token": kube_api.token})
+    with pytest.raises(Exception, match="(?i)certificate verif"):
+        KubeClient(str(checked), None, 5).version()
+
+
+def test_a_proxy_url_is_read_by_the_library_and_used(tmp_path: Path) -> None:
+    import urllib3
+
+    path = write(tmp_path / "kubeconfig", {"server": "https://k:6443", "proxy-url": "http://127.0.0.1:3128",
+                                           "certificate-authority-data": B64(CA.cert_pem.bytes())}, {"token": "t"})
+    kube = KubeClient(str(path), None, 5)
+    assert kube.connection.library is not None and kube.proxy == "http://127.0.0.1:3128"
+    assert isinstance(kube.pool, urllib3.ProxyManager)

@@ -15,6 +15,7 @@ import json
 import os
 import ssl
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
@@ -193,6 +194,8 @@ class KubeClient:
                 options["server_hostname"] = self.tls_server_name
             if not self.connection.verify:
                 options.update(cert_reqs="CERT_NONE", assert_hostname=False)
+                # asked for by the kubeconfig, as kubectl takes it: not a warning on every request
+                warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         if self.proxy:
             return urllib3.ProxyManager(self.proxy, **options)
         return urllib3.PoolManager(**options)
