@@ -49,7 +49,7 @@ class _Ended(Exception):
 
 
 class InlineExec:
-    """One exec stream; `run()` returns (stdout bytes, stderr, status bytes, whether a status came)."""
+    """One exec stream: `open()`, `send_stdin()`, `read()` until it ends, `close()` (kube_exec._exec_inline)."""
 
     def __init__(self, kube: KubeClient, url: str, where: str, api_path: str, protocols: tuple[str, ...],
                  stderr_limit: int, open_timeout: float) -> None:
