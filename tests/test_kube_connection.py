@@ -26,7 +26,7 @@ import yaml
 
 from clirun import run_subprocess
 
-from coderctl.clients import kube_connection
+from coderctl.clients import kube_connection, kube_exec
 from coderctl.clients.kube import KubeClient, _load_configuration, _load_connection
 from coderctl.clients.kube_connection import Connection
 from coderctl.clients.kubeconfig import read_kubeconfigs
@@ -226,3 +226,26 @@ def test_a_proxy_url_is_read_by_the_library_and_used(tmp_path: Path) -> None:
     kube = KubeClient(str(path), None, 5)
     assert kube.connection.library is not None and kube.proxy == "http://127.0.0.1:3128"
     assert isinstance(kube.pool, urllib3.ProxyManager)
+
+
+def test_in_cluster_configuration_goes_through_the_library_and_reaches_the_api(
+        kube_api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """coderctl run in a pod (a backup CronJob): no kubeconfig, the ServiceAccount's token and CA."""
+    from kubernetes.config import incluster_config
+
+    assert kube_api.url and kube_api.tls is not None
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text(kube_api.token)
+    ca.write_bytes(kube_api.tls.cert_pem.bytes())
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    host, port = kube_api.url.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    kube = KubeClient(None, None, 5)
+    assert kube.connection.library is not None and kube.host == kube_api.url
+    assert kube.version()["major"]
+    out = bytearray()
+    result = kube_exec.exec_stream(kube, "coder", "coder-coder-postgresql-0", ["sh", "-c", "echo hello"],
+                                   container="postgresql", stdout=out.extend)
+    assert result.ok and out == b"hello\n"

@@ -179,7 +179,10 @@ class KubeServer:
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
-        if header == f"Bearer {self.state.token}":
+        # as the API server's bearer token authenticator (k8s.io/apiserver .../request/bearertoken): the header
+        # trimmed, split on spaces, the scheme in any case (the client library's in-cluster loader sends "bearer")
+        parts = header.strip().split(" ")
+        if len(parts) >= 2 and parts[0].lower() == "bearer" and parts[1] and parts[1] == self.state.token:
             return
         if not header and request.path in PUBLIC_PATHS:
             return
