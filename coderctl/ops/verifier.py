@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from coderctl.errors import CoderctlError
 from coderctl.ops import pgtools
-from coderctl.ops.archive import ArchiveError, ArchiveReader, Unsupported
+from coderctl.ops.archive import FRAMED, ArchiveError, ArchiveReader, Unsupported
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.scan import DumpFacts, SqlScanner
 
@@ -35,6 +35,8 @@ WRITEBACK_EVERY = 4 << 20
 fsync after pg_dump exits has only the last few megabytes left to write (fsync of 60 MB took 0.1 to 0.15 s on
 the lab's disk)."""
 METHOD_ARCHIVE = "archive read directly (every block decompressed, zlib checksums, COPY rows counted)"
+METHOD_ARCHIVE_FRAMED = "archive read directly (every block decompressed to its frame's end, COPY rows counted)"
+"""An lz4 or zstd archive: pg_dump writes its frames without checksums (coderctl.ops.archive)."""
 METHOD_PG_RESTORE = "pg_restore -f - (every block read)"
 METHOD_SQL = "SQL scan (COPY rows counted)"
 
@@ -99,6 +101,8 @@ class StreamCheck:
             return
         if archive.header_done:
             self._held = bytearray()
+            if archive.compression in FRAMED:
+                self.method = METHOD_ARCHIVE_FRAMED
 
     def _start(self) -> None:
         assert self.pg_restore is not None
