@@ -82,8 +82,9 @@ def _pg_dumps(bindir: Path) -> list[psutil.Process]:
 def test_interrupted_backup_cleans_up(lab: Lab, tmp_path: Path, via: str, signum: int) -> None:
     """A pg_dump that has written everything but never exits; coderctl is interrupted meanwhile."""
     real = lab.postgres.bindir / "pg_dump"
-    bindir = wrapper(tmp_path / "bin", "pg_dump",
-                     f'case "$1" in --version) exec "{real}" --version;; esac\n"{real}" "$@"\nsleep 60').parent
+    # the version and the compression probe (`auto`, pod.DUMP) are answered at once
+    script = f'case "$*" in --version|*coderctl-probe*) exec "{real}" "$@";; esac\n"{real}" "$@"\nsleep 60'
+    bindir = wrapper(tmp_path / "bin", "pg_dump", script).parent
     out = tmp_path / "b"
     env = {**os.environ, "NO_COLOR": "1"}
     if via == "exec":

@@ -258,9 +258,8 @@ def test_sync_completes_a_locked_copy_interrupted_before_its_manifest(locked: Bu
     r, doc = locked.run("backup", "list", locked.url)
     assert r.code == 0 and name in r.stdout and "no-manifest" not in r.stdout, r.output
 
-    other = _local_backup(lab, tmp_path / "other")
-    (local / other).write_bytes((tmp_path / "other" / other).read_bytes())
-    (local / (other + ".json")).write_bytes((tmp_path / "other" / (other + ".json")).read_bytes())
+    other = _local_backup(lab, local)  # in the same directory: another name, even within the same second
+    assert other != name
     body = bytearray((local / other).read_bytes())
     body[-1] ^= 1
     client.put_object(Bucket=locked.name, Key=f"backups/{other}", Body=bytes(body))

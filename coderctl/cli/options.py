@@ -42,6 +42,29 @@ class Seconds(click.ParamType):
         return f"Seconds({self.low:g}, {self.high:g})"
 
 
+class CompressionChoice(click.ParamType):
+    """backup create --compress: auto, a zlib level (as before pg_dump 16) or pg_dump 16's METHOD[:LEVEL]."""
+
+    name = "compression"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from coderctl.ops.compression import Compression, parse
+
+        if isinstance(value, Compression):
+            return value
+        try:
+            return parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[click.shell_completion.CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(v) for v in ("auto", "zstd:1", "gzip:1", "lz4", "none", "1", "6")
+                if v.startswith(incomplete)]
+
+
 TIMEOUT = Seconds(0, 3600, low_open=True)
 """--timeout: per network operation; a day of verify at most (its deadline is 6 x --timeout)."""
 HOLD = Seconds(0, 86400)

@@ -87,12 +87,20 @@ unset P1 S1 S2 E C C1 C2 C3 C4 R
 export PGPASSWORD
 """
 
-# A1 format, A2 compression level (custom format). pg_dump runs in the background while a watcher reads the
+# A1 format, A2 pg_dump's -Z (custom format), or `auto`: zstd:1 when this pg_dump writes it (it refuses a
+# compression it cannot write before it connects: the probe's socket does not exist), else zlib level 1
+# (coderctl.ops.compression). pg_dump runs in the background while a watcher reads the
 # exec's stdin, which coderctl keeps open: when the stream goes away (coderctl interrupted, connection lost)
 # stdin ends and the watcher stops pg_dump, so no dump keeps running in the pod.
 DUMP = CREDENTIALS + r"""
 P=$(tool pg_dump) || exit 127
-case "$A1" in custom) set -- -Fc -Z "${A2:-1}" ;; *) set -- -Fp --clean --if-exists ;; esac
+Z=${A2:-1}
+if [ "$Z" = auto ]; then
+  case "$(LC_ALL=C "$P" -w -Fc -Z zstd:1 -h /nonexistent/coderctl-probe -f /dev/null 2>&1 </dev/null)" in
+  *ompress*) Z=1 ;; *) Z=zstd:1 ;;
+  esac
+fi
+case "$A1" in custom) set -- -Fc -Z "$Z" ;; *) set -- -Fp --clean --if-exists ;; esac
 exec 3<&0 </dev/null
 "$P" -w -U "$U" -d "$D" "$@" 3<&- &
 DUMP=$!

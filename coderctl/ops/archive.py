@@ -110,6 +110,19 @@ def _framed(method: str) -> tuple[Framed, tuple[type[Exception], ...]] | None:
         return None
 
 
+def compression_of(head: bytes | bytearray) -> str | None:
+    """The compression a custom archive's first bytes name (the header's fixed part: magic, version, sizes,
+    format, then an algorithm byte from 1.15 on, a zlib level before); None for anything else, or too few bytes."""
+    if len(head) < 12 or head[:5] != MAGIC or head[10] != FORMAT_CUSTOM:
+        return None
+    minor, int_size = head[6], head[8]
+    if minor >= 15:
+        return COMPRESSION.get(head[11])
+    if len(head) < 12 + int_size:
+        return None
+    return "gzip" if int.from_bytes(head[12:12 + int_size], "little") else "none"
+
+
 class ArchiveError(CoderctlError):
     pass
 
@@ -270,6 +283,7 @@ class ArchiveReader:
         else:
             level = yield from self._int()
             self.compression = "gzip" if level != 0 else "none"
+        self.facts.compression = self.compression
         if self.compression not in ("none", "gzip") and (self.compression not in FRAMED
                                                          or _framed(self.compression) is None):
             raise Unsupported(f"{self.compression} compression")

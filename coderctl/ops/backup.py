@@ -23,8 +23,9 @@ from coderctl import __version__
 from coderctl.clients.postgres import DatabaseURL, split_address
 from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode
-from coderctl.ops import dump, pgtools
+from coderctl.ops import archive, dump, pgtools
 from coderctl.ops import manifest as mf
+from coderctl.ops.compression import AUTO, Compression, resolve
 from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.scan import DumpFacts
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from coderctl.ops.pod import Target
 
 Progress = Callable[[int], None]
+HEAD_BYTES = 24
+"""Enough of an archive's first bytes for the compression its header names (archive.compression_of)."""
 
 
 @dataclass
@@ -43,7 +46,7 @@ class CreateOptions:
     output_dir: Path
     via: str = "exec"
     fmt: str = "custom"
-    compress: int = dump.DEFAULT_COMPRESSION
+    compress: Compression = AUTO
     verify: bool = True
     metrics_file: Path | None = None
     db_address: str | None = None
@@ -62,6 +65,8 @@ class _Source:
     port: int = 0
     pg_dump: pgtools.Tool | None = None
     server_version: str | None = None
+    compression: Compression = AUTO
+    """What pg_dump is asked for: `auto` made concrete for a local pg_dump; left to the pod's script for exec."""
     server: _Concurrently | None = None
     """The server's (major, version), still being asked while pg_dump starts (one local pg_dump: nothing to
     choose, so pg_dump need not wait for the answer; it tells why a failed pg_dump failed)."""
@@ -256,7 +261,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         coder = _Background(lambda: coder_version(app) if source.cluster else None, lambda: app.redact(" "),
                             *([warm] if warm else []), lazy=True)
         # with the read-back on, a local dump need not pass through Python: the read-back hashes the file
-        run_dump(app, source, opts, sink, into=out if follower is not None else None, spliced=moved)
+        written = run_dump(app, source, opts, sink, into=out if follower is not None else None, spliced=moved)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{out.size} bytes in {elapsed:.1f}s ({out.size / elapsed / 1e6:.1f} MB/s)"
     with journal.step("verify") as step:
@@ -273,7 +278,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         if verification.status == "skipped":
             step.status = "skipped"
         version = coder.result()
-    record = _manifest(final.name, moment, source, opts, out.size, sha256, verification, facts, version)
+    record = _manifest(final.name, moment, source, opts, out.size, sha256, verification, facts, version, written)
     with journal.step("commit") as step:
         record.duration_s = round(time.monotonic() - start, 3)
         with PartialFile(mf.manifest_path(final)) as manifest_out:  # written first: renames are all that is left
@@ -289,35 +294,58 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
 
 
 def run_dump(app: App, source: _Source, opts: CreateOptions, sink: dump.Sink, *, into: PartialFile | None = None,
-             spliced: Callable[[int], None] | None = None) -> None:
+             spliced: Callable[[int], None] | None = None) -> str | None:
     """pg_dump from the pod or locally into `sink`; StepFailed unless it exited 0. A local pg_dump's output
-    is moved straight into `into` where the kernel can (dump.via_direct), each move told to `spliced`."""
+    is moved straight into `into` where the kernel can (dump.via_direct), each move told to `spliced`.
+    Returns the compression the archive's header names, when its first bytes passed through `sink`."""
+    head = bytearray()
+
+    def forward(chunk: bytes) -> None:
+        if len(head) < HEAD_BYTES:
+            head.extend(chunk[:HEAD_BYTES - len(head)])
+        sink(chunk)
+
     if source.target is not None:
-        dump.via_exec(app, source.target, opts.fmt, sink, opts.compress)
-        return
+        dump.via_exec(app, source.target, opts.fmt, forward, source.compression)
+        return archive.compression_of(head)
     assert source.pg_dump is not None
     try:
-        dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, sink, opts.compress,
-                        into=into, spliced=spliced)
+        dump.via_direct(app, source.url, source.host, source.port, source.pg_dump, opts.fmt, forward,
+                        source.compression, into=into, spliced=spliced)
     except OSError as exc:
         raise StepFailed(f"writing the dump: {exc.strerror or exc}") from None
     except StepFailed:
         _why_pg_dump_failed(source)
         raise
+    return archive.compression_of(head)
 
 
 def _manifest(name: str, moment: Any, source: _Source, opts: CreateOptions, size: int, sha256: str,
-              verification: mf.Verification, facts: DumpFacts | None, version: str | None) -> mf.Manifest:
+              verification: mf.Verification, facts: DumpFacts | None, version: str | None,
+              written: str | None = None) -> mf.Manifest:
+    level, method = _compression_record(source.compression, (facts.compression if facts else None) or written) \
+        if opts.fmt == "custom" else (None, None)
     return mf.Manifest(
         file=name, created_at=mf.format_time(moment), duration_s=0.0, via=source.via, format=opts.fmt,
         database=source.url.database, size=size, sha256=sha256, verification=verification,
         server_version=(facts.server_version if facts else None) or source.known_server_version(),
         pg_dump_version=(facts.pg_dump_version if facts else None) or (
             source.pg_dump.version if source.pg_dump else None),
-        coder_version=version, compression=opts.compress if opts.fmt == "custom" else None,
+        coder_version=version, compression=level, compression_method=method,
         source=_source_record(source), tables=facts.tables if facts else None,
         coderctl=__version__,
     )
+
+
+def _compression_record(asked: Compression, found: str | None) -> tuple[int | None, str | None]:
+    """The manifest's compression level and method: the method as the archive's header names it (else as
+    asked); the level as asked (`auto` is level 1 either way; a method's own default is not known here)."""
+    method = found or (asked.method if asked.method != "auto" else None)
+    if method == "none":
+        return 0, method
+    if asked.method == "auto":
+        return (1 if method else None), method
+    return asked.level, method
 
 
 def _free_name(directory: Path, database: str, moment: Any, opts: CreateOptions) -> Path:
@@ -338,7 +366,7 @@ def _prepare(app: App, opts: CreateOptions) -> _Source:
         from coderctl.ops import pod
 
         t = pod.target(app, url)
-        return _Source("exec", url, t.describe(), target=t)
+        return _Source("exec", url, t.describe(), target=t, compression=opts.compress)
     host, port = split_address(opts.db_address, url)
     server = _Concurrently(lambda: dump.server_major(app, url, host, port))
     tools = pgtools.installed("pg_dump")
@@ -348,9 +376,10 @@ def _prepare(app: App, opts: CreateOptions) -> _Source:
         major, version = server.result()
         tool = _pg_dump_for(tools, major, version)
         pending = None
+    chosen = resolve(opts.compress, tool.path, tool.major) if opts.fmt == "custom" else opts.compress
     return _Source("direct", url, f"database {url.database} as {url.user} at {host}:{port} with {tool.path} "
                    f"{tool.version}", host=host, port=port, pg_dump=tool, server_version=version, server=pending,
-                   cluster=not configured)
+                   cluster=not configured, compression=chosen)
 
 
 def _pg_dump_for(tools: list[pgtools.Tool], major: int, version: str) -> pgtools.Tool:

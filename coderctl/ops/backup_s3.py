@@ -65,7 +65,7 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
 
         started = time.monotonic()
         coder = backup._Background(lambda: backup.coder_version(app) if source.cluster else None)
-        backup.run_dump(app, source, opts, sink)
+        written = backup.run_dump(app, source, opts, sink)
         elapsed = max(time.monotonic() - started, 1e-6)
         step.detail = f"{upload.size} bytes in {elapsed:.1f}s ({upload.size / elapsed / 1e6:.1f} MB/s)"
     with journal.step("verify") as step:
@@ -76,7 +76,7 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
             step.status = "skipped"
         version = coder.result()
     record = backup._manifest(key.rpartition("/")[2], moment, source, opts, upload.size, digest.hexdigest(),
-                              verification, facts, version)
+                              verification, facts, version, written)
     with journal.step("commit") as step:
         upload.complete()
         retained, late = s3lock.confirm(bucket, key, wanted) if wanted is not None else (None, False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from coderctl.clients.postgres import DatabaseURL
 from coderctl.context import App
 from coderctl.ops import pgtools
+from coderctl.ops.compression import AUTO, FALLBACK, Compression
 from coderctl.ops.journal import StepFailed
 
 if TYPE_CHECKING:
@@ -33,23 +34,21 @@ rate, a tenth of the pipe), so the next read finds more: about a thousand reads 
 UNSPLICEABLE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
 """What splice(2) answers where the kernel or the filesystem cannot splice into the file."""
 FORMAT_ARGS = {"custom": ["-Fc"], "plain": ["-Fp", "--clean", "--if-exists"]}
-DEFAULT_COMPRESSION = 1
-"""zlib level of custom archives. pg_dump's own default (6) takes about twice the time of level 1 for
-archives ~15 % smaller (measured on the lab's Coder-like data); a backup taken during an incident, or before
-a risky change, should be quick."""
 
 
-def dump_args(fmt: str, compress: int) -> list[str]:
-    return [*FORMAT_ARGS[fmt], "-Z", str(compress)] if fmt == "custom" else FORMAT_ARGS[fmt]
+def dump_args(fmt: str, compression: Compression) -> list[str]:
+    return [*FORMAT_ARGS[fmt], *compression.pg_dump_args()] if fmt == "custom" else FORMAT_ARGS[fmt]
 
 
-def via_exec(app: App, t: Target, fmt: str, sink: Sink, compress: int = DEFAULT_COMPRESSION) -> None:
+def via_exec(app: App, t: Target, fmt: str, sink: Sink, compression: Compression = AUTO) -> None:
+    """pg_dump in the pod; `auto` is decided there, by the pod's own pg_dump (pod.DUMP)."""
     from coderctl.clients.kube_exec import ExecStreamBroken
     from coderctl.ops import pod
 
+    z = "auto" if compression.method == "auto" else compression.pg_dump_args()[1]
     try:
         # stdin stays open: its end tells the in-pod watcher to stop pg_dump (see pod.DUMP).
-        result = pod.run(app, t, pod.DUMP, fmt, str(compress), stdout=sink, close_stdin=False)
+        result = pod.run(app, t, pod.DUMP, fmt, z, stdout=sink, close_stdin=False)
     except ExecStreamBroken as exc:
         raise StepFailed(str(exc)) from None
     if not result.ok:
@@ -91,7 +90,7 @@ class Receiver(Protocol):
 
 
 def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.Tool, fmt: str,
-               sink: Sink, compress: int = DEFAULT_COMPRESSION, *, into: Receiver | None = None,
+               sink: Sink, compression: Compression = FALLBACK, *, into: Receiver | None = None,
                spliced: Callable[[int], None] | None = None) -> None:
     """pg_dump's output into `sink`, or, with `into`, moved straight into that file (splice(2)) and announced
     to `spliced` by its size: copying 60 MB through Python (read, write, hash) took 0.23-0.28 s of CPU that
@@ -99,7 +98,7 @@ def via_direct(app: App, url: DatabaseURL, host: str, port: int, tool: pgtools.T
     cannot splice into the file, the first attempt fails before any byte moved and the bytes go to `sink`."""
     env = pgtools.libpq_env(url, host=host, port=port, connect_timeout=app.timeout)
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([tool.path, "-w", *dump_args(fmt, compress)], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([tool.path, "-w", *dump_args(fmt, compression)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=errors, env=env, start_new_session=True)
         try:
             assert proc.stdout is not None

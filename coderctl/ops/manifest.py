@@ -45,6 +45,10 @@ class Manifest:
     pg_dump_version: str | None = None
     coder_version: str | None = None
     compression: int | None = None
+    """The compression level asked of pg_dump (0: none; None: the method's default, or unknown)."""
+    compression_method: str | None = None
+    """none, gzip, lz4 or zstd, as the archive's header names it; older manifests lack it (their archives
+    are gzip, or none at level 0)."""
     source: dict[str, str] = field(default_factory=dict)
     tables: dict[str, int] | None = None
     coderctl: str = ""
@@ -104,7 +108,8 @@ _FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
     ("file", _STR, True), ("created_at", _STR, True), ("duration_s", (int, float), True), ("via", _STR, True),
     ("format", _STR, True), ("database", _STR, True), ("size", (int,), True), ("sha256", _STR, True),
     ("server_version", _OPT_STR, False), ("pg_dump_version", _OPT_STR, False),
-    ("coder_version", _OPT_STR, False), ("compression", (int, type(None)), False), ("source", (dict,), False),
+    ("coder_version", _OPT_STR, False), ("compression", (int, type(None)), False),
+    ("compression_method", _OPT_STR, False), ("source", (dict,), False),
     ("tables", (dict, type(None)), False), ("coderctl", _STR, False), ("manifest_version", (int,), False),
 )
 

@@ -35,6 +35,8 @@ class DumpFacts:
     tables: dict[str, int] = field(default_factory=dict)
     server_version: str | None = None
     pg_dump_version: str | None = None
+    compression: str | None = None
+    """A custom archive's, from its header: none, gzip, lz4 or zstd."""
     complete: bool = False
     bytes_read: int = 0
 

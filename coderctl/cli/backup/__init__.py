@@ -3,11 +3,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from coderctl.cli.options import CompressionChoice
 from coderctl.context import App
+
+if TYPE_CHECKING:
+    from coderctl.ops.compression import Compression
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,14 +138,17 @@ def _report(app: App, command: str, outcome: Any, summary: list[str]) -> int:
                    "else $XDG_DATA_HOME/coderctl/backups]")
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True,
               help="pg_dump archive (-Fc, compressed) or plain SQL")
-@click.option("--compress", type=click.IntRange(0, 9), default=1, show_default=True, metavar="0-9",
-              help="zlib level of the custom archive: 1 takes about half the time of pg_dump's default 6 for "
-                   "an archive ~15% larger")
+@click.option("--compress", type=CompressionChoice(), default="auto", show_default=True,
+              metavar="auto|0-9|gzip[:N]|lz4[:N]|zstd[:N]|none",
+              help="compression of the custom archive: auto is zstd:1 where the pg_dump that runs writes zstd "
+                   "(16+), else zlib level 1 (about half the time of pg_dump's default 6, ~15% larger); a digit "
+                   "is a zlib level")
 @click.option("--no-verify", is_flag=True, help="do not read the dump back (no row counts in the manifest)")
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="write Prometheus textfile metrics here (node_exporter textfile collector)")
 @click.pass_obj
-def create(app: App, via: str, output_dir: Path | None, to: str | None, fmt: str, compress: int, no_verify: bool,
+def create(app: App, via: str, output_dir: Path | None, to: str | None, fmt: str, compress: Compression,
+           no_verify: bool,
            metrics_file: Path | None) -> int:
     """Dump the Coder database to DIR/DATABASE-TIME.dump with a manifest, checked before it gets its name.
 
