@@ -1,12 +1,12 @@
 """Backup throughput and memory: coderctl next to the commands it replaces, on one generated database.
 
     .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--only direct,exec]
-                                          [--baseline DIR] [--no-verify] [--keep DIR] [--bucket]
+                                          [--baseline DIR] [--no-verify] [--keep DIR] [--bucket] [--client DIR]
 
 Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like schema grown to about
 --size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run and
-at each compression level of --levels (like with like: coderctl's default is 1, pg_dump's is 6, so both
-are measured, each against the raw command at the same level):
+at each compression level of --levels (like with like: coderctl's default, auto, is zlib level 1 where
+pg_dump writes no zstd, pg_dump's is 6, so both are measured, each against the raw command at the same level):
 
   raw pg_dump -Fc -ZN -f FILE                              vs  coderctl backup create --via direct --compress N
   kubectl exec ... -- pg_dump -Fc -ZN > FILE (lab API)     vs  coderctl backup create --via exec --compress N
@@ -22,6 +22,11 @@ coderctl runs as a real process (its start-up counts) and reads every archive ba
 sampled every 20 ms with psutil (the coderctl process only, not pg_dump). The commands run in turn, --runs
 times; the table gives the best and the median time of each, and coderctl's throughput as a fraction of the
 raw command's (1.00x: as fast). Other work on the machine only ever slows a run down: say how busy it was.
+--levels takes pg_dump's -Z values: zlib levels, or with a pg_dump 16+ (--client) METHOD:LEVEL such as zstd:1
+and lz4, each passed as is to the raw command and to coderctl's --compress. --client DIR (e.g. .lab/pg17/bin,
+tests/lab/pgclient.py) runs that pg_dump in the pod and as the raw local command; coderctl's --via direct
+would still pick the pg_dump of the server's version (15 in the lab), so with --client only the exec rows
+and the raw pg_dump are measured.
 --baseline DIR also times the coderctl package in DIR (e.g. `git archive HEAD coderctl | tar -x -C DIR`) in
 the same rounds, marked [baseline]: a change compared on the same load.
 The table shows how idle the machine's CPUs were during each command's runs (median, from /proc/stat) and
@@ -142,8 +147,8 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=200, help="table data to generate, in MB (default 200)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each command (default 3)")
     parser.add_argument("--levels", default="1,6",
-                        help="zlib levels to compare at, comma-separated (default 1,6: coderctl's and pg_dump's "
-                             "defaults)")
+                        help="pg_dump -Z values to compare at, comma-separated (default 1,6: coderctl's and "
+                             "pg_dump's defaults with a zlib-only pg_dump; zstd:1 with --client DIR of pg_dump 16+)")
     parser.add_argument("--only", default="direct,exec",
                         help="which paths to measure, comma-separated: direct, exec (default both)")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
@@ -153,13 +158,16 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="leave the files here instead of a temp dir")
     parser.add_argument("--bucket", action="store_true",
                         help="also back up to a bucket of a local `rclone serve s3` (and its plain upload)")
+    parser.add_argument("--client", type=Path, default=None, metavar="DIR",
+                        help="pg_dump from DIR (the pod's, and the raw command's), e.g. .lab/pg17/bin")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="coderctl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    levels = [int(level) for level in args.levels.split(",") if level.strip()]
+    levels = [level.strip() for level in args.levels.split(",") if level.strip()]
     only = {part.strip() for part in args.only.split(",") if part.strip()}
+    client = args.client.resolve() if args.client else None
     s3 = LabS3(work / "s3").start() if args.bucket else None
     with LabPostgres() as pg:
         values = lab_values()
@@ -167,18 +175,21 @@ def main() -> None:
         api = FakeKubeAPI(load_manifests(MANIFESTS, values), tls=ca)
         api.start()
         try:
-            api.set_exec("coder", "coder-coder-postgresql-0", env=bitnami_pod_env(pg),
-                         path_map={"/opt/bitnami/postgresql/bin/pg_dump": str(pg.bindir / "pg_dump")})
+            tools = client or pg.bindir
+            env = {**bitnami_pod_env(pg), "PATH": f"{tools}:{bitnami_pod_env(pg)['PATH']}"}
+            api.set_exec("coder", "coder-coder-postgresql-0", env=env,
+                         path_map={"/opt/bitnami/postgresql/bin/pg_dump": str(tools / "pg_dump")})
             kubeconfig = api.write_kubeconfig(work / "kubeconfig")
             print("fixed costs, on the small seed database:", flush=True)
             seed = pg.data_size()
             fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only,
-                                         args.baseline)
+                                         args.baseline, client)
             t = time.perf_counter()
             data = pg.generate(args.size_mb * 1_000_000)
             print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
                   f"(PostgreSQL {pg.version})", flush=True)
-            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only, args.baseline)
+            rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only, args.baseline,
+                                  client)
         finally:
             api.stop()
             if s3 is not None:
@@ -189,13 +200,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[int],
+def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[str],
             no_verify: bool, s3: LabS3 | None = None, only: set[str] | None = None,
-            baseline: Path | None = None) -> tuple[list[Row], dict[str, str]]:
+            baseline: Path | None = None, client: Path | None = None) -> tuple[list[Row], dict[str, str]]:
     """Rows of timings, and which raw command each coderctl row is compared with."""
     only = only if only is not None else {"direct", "exec"}
     pg_env = {**os.environ, **pg.env()}
-    pg_dump = str(pg.bindir / "pg_dump")
+    pg_dump = str((client or pg.bindir) / "pg_dump")
+    coderctl_direct = "direct" in only and client is None
     coderctl = [sys.executable, "-m", "coderctl", "--kubeconfig", str(kubeconfig), "--timeout", "10"]
     # bytecode cached, as an installed package has it (with PYTHONDONTWRITEBYTECODE, as this machine's shell sets,
     # coderctl would be compiled from source on every run: about 0.07 s that no installed coderctl spends)
@@ -220,7 +232,7 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
         if "direct" in only or s3 is not None:
             commands[raw] = lambda out, z=level: run([pg_dump, "-Fc", f"-Z{z}", "-f", str(out / "raw.dump")],
                                                      env=pg_env)
-        for flag, (tag, venv, cwd) in [(f, v) for f in flags for v in versions] if "direct" in only else []:
+        for flag, (tag, venv, cwd) in [(f, v) for f in flags for v in versions] if coderctl_direct else []:
             name = f"coderctl backup create --via direct --compress {level}" + (f" {flag}" if flag else "") + tag
             commands[name] = lambda out, z=level, f=flag, e=venv, c=cwd: run(
                 [*coderctl, "backup", "create", "--via", "direct", "--compress", str(z), *([f] if f else []),

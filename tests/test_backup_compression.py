@@ -73,6 +73,16 @@ def test_auto_is_zstd_where_the_pods_pg_dump_writes_it(lab: Lab, tmp_path: Path,
 
 
 @needs_newer
+def test_without_the_read_back_the_method_comes_from_the_archives_first_bytes(lab: Lab, tmp_path: Path,
+                                                                             pod_with_pg17: Path) -> None:
+    r, doc = create(lab, tmp_path / "b", "--no-verify")
+    assert r.code == 0, r.output
+    manifest, written = _made(doc)
+    assert written == "zstd" and manifest["compression_method"] == "zstd" and manifest["compression"] == 1
+    assert manifest["verification"]["status"] == "skipped" and manifest["tables"] is None
+
+
+@needs_newer
 @pytest.mark.parametrize(("asked", "method"), [("lz4", "lz4"), ("zstd:9", "zstd"), ("gzip:1", "gzip"), ("6", "gzip"),
                                                ("none", "none")])
 def test_an_explicit_method_reaches_the_pods_pg_dump(lab: Lab, tmp_path: Path, pod_with_pg17: Path, asked: str,
