@@ -43,12 +43,19 @@ def _made(doc: dict[str, object]) -> tuple[dict[str, object], str | None]:
     return manifest, archive.compression_of(head)
 
 
+def _prepared(doc: dict[str, object]) -> str:
+    steps = doc["steps"]
+    assert isinstance(steps, list)
+    return str(next(step for step in steps if step["name"] == "prepare")["detail"])
+
+
 def test_auto_is_zlib_level_1_where_pg_dump_writes_nothing_else(lab: Lab, tmp_path: Path) -> None:
     r, doc = create(lab, tmp_path / "b")
     assert r.code == 0, r.output
     manifest, written = _made(doc)
     assert written == "gzip" and manifest["compression"] == 1 and manifest["compression_method"] == "gzip"
     assert manifest["verification"]["method"] == METHOD_ARCHIVE
+    assert "custom format, zstd:1 if the pod's pg_dump writes it, else gzip:1" in _prepared(doc)
 
 
 @needs_newer
@@ -116,10 +123,11 @@ def test_direct_auto_asks_the_local_pg_dump(lab: Lab, tmp_path: Path, monkeypatc
     assert r.code == 0, r.output
     manifest, written = _made(doc)
     assert written == "zstd" and manifest["compression_method"] == "zstd" and manifest["compression"] == 1
+    assert "custom format, zstd:1 into" in _prepared(doc)
     monkeypatch.undo()
     r, doc = create(lab, tmp_path / "c", *direct(lab))
     assert r.code == 0, r.output
-    assert _made(doc)[1] == "gzip"
+    assert _made(doc)[1] == "gzip" and "custom format, gzip:1 into" in _prepared(doc)
 
 
 @needs_newer

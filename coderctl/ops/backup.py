@@ -25,7 +25,7 @@ from coderctl.context import App
 from coderctl.errors import CoderctlError, ExitCode
 from coderctl.ops import archive, dump, pgtools
 from coderctl.ops import manifest as mf
-from coderctl.ops.compression import AUTO, Compression, resolve
+from coderctl.ops.compression import AUTO, FALLBACK, PREFERRED, Compression, resolve
 from coderctl.ops.files import PartialFile, private_dir
 from coderctl.ops.journal import Journal, Outcome, StepFailed
 from coderctl.ops.scan import DumpFacts
@@ -75,6 +75,14 @@ class _Source:
     version looked up for the manifest. A local dump of a given URL never contacts the cluster: it works when
     the API does not, never waits on it, and spares pg_dump the Kubernetes client's import (0.4-0.6 s of CPU
     that pg_dump and the server lacked on the lab's 2 CPUs)."""
+
+    def format_detail(self, fmt: str) -> str:
+        """`custom format, zstd:1`; for exec, `auto` as the pod's script decides it."""
+        if fmt != "custom":
+            return f"{fmt} format"
+        if self.compression.method == "auto":
+            return f"custom format, {PREFERRED} if the pod's pg_dump writes it, else {FALLBACK}"
+        return f"custom format, {self.compression}"
 
     def known_server_version(self) -> str | None:
         """The server's version, asked before pg_dump started or while it ran; None when it did not answer."""
@@ -223,7 +231,7 @@ def _run(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, pro
         out_dir = private_dir(opts.output_dir, warn=warnings.append)
         source = _prepare(app, opts)
         attempt.database = source.url.database
-        step.detail = "; ".join([f"{source.describe}; {opts.fmt} format into {out_dir}", *warnings])
+        step.detail = "; ".join([f"{source.describe}; {source.format_detail(opts.fmt)} into {out_dir}", *warnings])
         if warnings:
             step.status = "warn"
     moment = mf.now_utc()

@@ -39,8 +39,8 @@ def run_s3(app: App, opts: CreateOptions, journal: Journal, attempt: _Attempt, p
             s3lock.require(bucket, lock)
         source = backup._prepare(app, opts)
         attempt.database = source.url.database
-        step.detail = (f"{source.describe}; {opts.fmt} format into {_where(opts.to)} at {bucket.endpoint} "
-                       f"(credentials: {bucket.credentials.origin})"
+        step.detail = (f"{source.describe}; {source.format_detail(opts.fmt)} into {_where(opts.to)} "
+                       f"at {bucket.endpoint} (credentials: {bucket.credentials.origin})"
                        + (f"; object lock {lock}" if lock is not None else ""))
     moment = mf.now_utc()
     wanted = lock.retention(moment) if lock is not None else None
