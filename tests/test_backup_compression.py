@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backup_support import POD, copy_of_coder, create, direct, files, use_database
+from backup_support import POD, copy_of_coder, create, deployment_replicas, direct, files, use_database
 from clirun import run_cli
 from lab import pgclient
 from lab.deployment import Lab, bitnami_path_map, bitnami_pod_env
@@ -159,3 +159,27 @@ def test_bad_compress_values_are_one_line_usage_errors(lab: Lab, text: str, tmp_
     assert r.code == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "--compress" in r.stderr, r.stderr
     assert files(tmp_path / "b") == []
+
+
+@needs_newer
+def test_a_direct_restore_refuses_an_archive_its_pg_restore_cannot_read_before_anything_changes(
+        lab: Lab, tmp_path: Path, pod_with_pg17: Path) -> None:
+    """A zstd archive of pg_dump 17 (archive 1.16), restored --via direct where the local pg_restore is 15:
+    refused at the first step, before the confirmation, the safety backup and Coder's scale-down."""
+    with copy_of_coder(lab) as db:
+        use_database(lab, db)
+        r, doc = create(lab, tmp_path / "b")
+        assert r.code == 0, r.output
+        before, replicas = lab.postgres.table_fingerprint(db), deployment_replicas(lab)
+        r = run_cli(*lab.args("-o", "json"), "backup", "restore", str(doc["result"]["file"]), "--yes", "--via",
+                    "direct", "--database-url", lab.postgres.url(database=db), "--output-dir", str(tmp_path / "s"))
+        lab.assert_no_secrets(r.stdout, r.stderr)
+        assert r.code == 1, r.output
+        steps = {step["name"]: step for step in json.loads(r.stdout)["steps"]}
+        assert steps["check"]["status"] == "failed"
+        detail = steps["check"]["detail"]
+        assert "the local pg_restore 15" in detail and "made by pg_dump 17" in detail, detail
+        assert "unsupported version (1.16)" in detail and "nothing was changed" in detail, detail
+        assert "safety-backup" not in steps or steps["safety-backup"]["status"] != "ok"
+        assert files(tmp_path / "s") == []
+        assert lab.postgres.table_fingerprint(db) == before and deployment_replicas(lab) == replicas

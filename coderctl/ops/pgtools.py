@@ -144,6 +144,25 @@ def libpq_env(url: DatabaseURL, *, host: str | None = None, port: int | None = N
     return env
 
 
+def cannot_read(tool: Tool, path: str) -> str | None:
+    """Why this pg_restore cannot restore the custom archive at `path`, or None: `pg_restore -l` reads only the
+    header and the table of contents, and refuses an archive version newer than its own pg_dump wrote (15
+    reads up to 1.14; 16, 1.15; 17, 1.16). An lz4 or zstd archive its build cannot decompress it lists with a
+    warning and would restore with no data: that is refused too."""
+    try:
+        out = subprocess.run([tool.path, "-l", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},
+                             timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    text = out.stderr.decode("utf-8", "replace")
+    if out.returncode != 0:
+        return first_error(text, f"exit {out.returncode}")
+    if "does not support compression" in text or "not supported in this installation" in text:
+        return first_error(text, "its build cannot decompress this archive")
+    return None
+
+
 def restore_archive(path: str, fmt: str, *, database: str, env: dict[str, str], flags: tuple[str, ...],
                     why: str) -> str | None:
     """Restore a custom (pg_restore) or plain (psql) dump in one transaction with a local client.

@@ -168,7 +168,25 @@ class _Restore:
         if not full.ok:
             raise StepFailed(full.error)
         run.state["created_at"] = record.created_at
-        return f"{self.opts.file.name}: checksum matches, read back in full ({len(record.tables or {})} tables)"
+        done = f"{self.opts.file.name}: checksum matches, read back in full ({len(record.tables or {})} tables)"
+        if self.opts.via == "direct" and record.format == "custom":
+            done += f"; {self._local_pg_restore(record)}"
+        return done
+
+    def _local_pg_restore(self, record: mf.Manifest) -> str:
+        """The local pg_restore reads this archive, checked before anything changes: one that does not (an
+        archive of a newer pg_dump, a compression its build lacks) would fail only once Coder is down."""
+        try:
+            tool = pgtools.find("pg_restore", why="to restore")
+        except pgtools.ToolMissing as exc:
+            raise StepFailed(str(exc)) from None
+        reason = pgtools.cannot_read(tool, str(self.opts.file))
+        if reason is not None:
+            made = f" (made by pg_dump {record.pg_dump_version})" if record.pg_dump_version else ""
+            raise StepFailed(f"the local pg_restore {tool.version} cannot read {self.opts.file.name}{made}: "
+                             f"{reason}; install the PostgreSQL client of that version, or restore --via exec; "
+                             "nothing was changed")
+        return f"{tool.path} {tool.version} reads it"
 
     def target(self, run: Run) -> str:
         db = self.database()
