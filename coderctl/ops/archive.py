@@ -328,10 +328,10 @@ class ArchiveReader:
     def _stream(self, entry: Entry, sink: Callable[[bytes | bytearray], object] | None) -> Generator[None, None, None]:
         """One data stream (a table's data or one large object): its chunks, decompressed when compressed,
         up to the zero length that ends it."""
-        if self.compression in FRAMED:
-            yield from self._framed_stream(entry, sink)
-            return
-        inflate = _inflater() if self.compression == "gzip" else None
+        consume, ended = self._decoder(entry, sink)
+        # whole chunks are joined for zlib (fewer calls); a frame decompressor keeps what it has not consumed and
+        # copies it again on every call, so a joined megabyte took lz4 twice the CPU: they go one by one
+        join = self.compression not in FRAMED
         chunks = 0
         isz = self._int_size
         while True:
@@ -350,7 +350,11 @@ class ArchiveReader:
                 pieces.append(buf[p + 1 + isz:self._pos])
             if pieces:
                 chunks += len(pieces)
-                self._consume(entry, inflate, sink, pieces[0] if len(pieces) == 1 else b"".join(pieces))
+                if join or len(pieces) == 1:
+                    consume(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+                else:
+                    for one in pieces:
+                        consume(one)
             length = yield from self._int()
             if length == 0:
                 break
@@ -364,10 +368,29 @@ class ArchiveReader:
                 start = self._pos
                 self._pos += piece
                 length -= piece
-                self._consume(entry, inflate, sink, self._buf[start:self._pos])
+                consume(self._buf[start:self._pos])
             chunks += 1
-        if inflate is not None and chunks and not inflate.eof:
+        if chunks and not ended():
             raise ArchiveError(f"the compressed data of {entry.desc} {entry.tag} ends early: the archive is damaged")
+
+    def _decoder(self, entry: Entry, sink: Callable[[bytes | bytearray], object] | None,
+                 ) -> tuple[Callable[[bytes | bytearray], None], Callable[[], bool]]:
+        """For one stream: what takes its compressed bytes, and whether its compressed data has ended."""
+        if self.compression in FRAMED:
+            made = _framed(self.compression)
+            assert made is not None  # the header was refused otherwise
+            frame, errors = made
+
+            def framed(data: bytes | bytearray) -> None:
+                self._consume_framed(entry, frame, errors, sink, data)
+
+            return framed, lambda: frame.eof
+        inflate = _inflater() if self.compression == "gzip" else None
+
+        def zlib_or_none(data: bytes | bytearray) -> None:
+            self._consume(entry, inflate, sink, data)
+
+        return zlib_or_none, lambda: inflate is None or inflate.eof
 
     @staticmethod
     def _consume(entry: Entry, inflate: Inflater | None, sink: Callable[[bytes | bytearray], object] | None,
@@ -377,8 +400,7 @@ class ArchiveReader:
                 sink(data)
             return
         if inflate.eof:
-            raise ArchiveError(f"bytes after the end of the compressed data of {entry.desc} {entry.tag}: "
-                               "the archive is damaged")
+            raise _trailing(entry)
         try:
             out = inflate.decompress(data, DECOMPRESS_SLICE)
             while True:
@@ -395,41 +417,12 @@ class ArchiveReader:
         except INFLATE_ERRORS as exc:
             raise ArchiveError(f"the compressed data of {entry.desc} {entry.tag} is damaged ({exc})") from None
         if inflate.unused_data:
-            raise ArchiveError(f"bytes after the end of the compressed data of {entry.desc} {entry.tag}: "
-                               "the archive is damaged")
-
-    def _framed_stream(self, entry: Entry, sink: Callable[[bytes | bytearray], object] | None,
-                       ) -> Generator[None, None, None]:
-        """One data stream of an lz4 or zstd archive: its chunks hold one frame, decompressed in slices of at
-        most DECOMPRESS_SLICE (a frame can inflate a few bytes to megabytes: its output is never taken whole)."""
-        made = _framed(self.compression)
-        assert made is not None  # the header was refused otherwise
-        frame, errors = made
-        chunks = 0
-        while True:
-            length = yield from self._int()
-            if length == 0:
-                break
-            if length < 0:
-                raise ArchiveError(f"a chunk length of {length} in the data of {entry.desc} {entry.tag}: "
-                                   "the archive is damaged")
-            chunks += 1
-            while length:
-                while len(self._buf) == self._pos:
-                    yield
-                piece = min(length, len(self._buf) - self._pos)
-                start = self._pos
-                self._pos += piece
-                length -= piece
-                self._consume_framed(entry, frame, errors, sink, self._buf[start:self._pos])
-        if chunks and not frame.eof:
-            raise ArchiveError(f"the compressed data of {entry.desc} {entry.tag} ends early: the archive is damaged")
+            raise _trailing(entry)
 
     def _consume_framed(self, entry: Entry, frame: Framed, errors: tuple[type[Exception], ...],
                         sink: Callable[[bytes | bytearray], object] | None, data: bytes | bytearray) -> None:
         if frame.eof:
-            raise ArchiveError(f"bytes after the end of the compressed data of {entry.desc} {entry.tag}: "
-                               "the archive is damaged")
+            raise _trailing(entry)
         try:
             out = frame.decompress(data, DECOMPRESS_SLICE)
             while True:
@@ -441,5 +434,9 @@ class ArchiveReader:
         except errors as exc:
             raise ArchiveError(f"the {self.compression} data of {entry.desc} {entry.tag} is damaged ({exc})") from None
         if frame.eof and frame.unused_data:
-            raise ArchiveError(f"bytes after the end of the compressed data of {entry.desc} {entry.tag}: "
-                               "the archive is damaged")
+            raise _trailing(entry)
+
+
+def _trailing(entry: Entry) -> ArchiveError:
+    return ArchiveError(f"bytes after the end of the compressed data of {entry.desc} {entry.tag}: the archive is "
+                        "damaged")
