@@ -9,7 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backup_support import POD, copy_of_coder, create, deployment_replicas, direct, files, use_database
+from backup_support import (
+    POD,
+    copy_of_coder,
+    create,
+    deployment_replicas,
+    direct,
+    files,
+    scratch_database,
+    use_database,
+)
 from clirun import run_cli
 from lab import pgclient
 from lab.deployment import Lab, bitnami_path_map, bitnami_pod_env
@@ -183,3 +192,20 @@ def test_a_direct_restore_refuses_an_archive_its_pg_restore_cannot_read_before_a
         assert "safety-backup" not in steps or steps["safety-backup"]["status"] != "ok"
         assert files(tmp_path / "s") == []
         assert lab.postgres.table_fingerprint(db) == before and deployment_replicas(lab) == replicas
+
+
+@needs_newer
+def test_verify_restore_to_refuses_an_archive_its_pg_restore_cannot_read_before_reading_it(
+        lab: Lab, tmp_path: Path, pod_with_pg17: Path) -> None:
+    r, doc = create(lab, tmp_path / "b")
+    assert r.code == 0, r.output
+    with scratch_database(lab) as db:
+        v = run_cli(*lab.args("-o", "json"), "backup", "verify", str(doc["result"]["file"]), "--restore-to",
+                    lab.postgres.url(database=db))
+        lab.assert_no_secrets(v.stdout, v.stderr)
+        assert v.code == 1, v.output
+        steps = json.loads(v.stdout)["steps"]
+        assert [(s["name"], s["status"]) for s in steps] == [("manifest", "failed")]
+        assert "the local pg_restore 15" in steps[0]["detail"] and "unsupported version (1.16)" in steps[0]["detail"]
+        assert "nothing was read or restored" in steps[0]["detail"]
+        assert lab.postgres.table_fingerprint(db) == {}

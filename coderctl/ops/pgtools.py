@@ -163,6 +163,18 @@ def cannot_read(tool: Tool, path: str) -> str | None:
     return None
 
 
+def reader_for(path: str, made_by: str | None, *, why: str) -> Tool:
+    """The local pg_restore (the newest), checked to read the custom archive at `path` (`cannot_read`);
+    ToolMissing saying what is wrong and what to install."""
+    tool = find("pg_restore", why=why)
+    reason = cannot_read(tool, path)
+    if reason is not None:
+        made = f" (made by pg_dump {made_by})" if made_by else ""
+        raise ToolMissing(f"the local pg_restore {tool.version} cannot read {os.path.basename(path)}{made}: "
+                          f"{reason}; install the PostgreSQL client of that version")
+    return tool
+
+
 def restore_archive(path: str, fmt: str, *, database: str, env: dict[str, str], flags: tuple[str, ...],
                     why: str) -> str | None:
     """Restore a custom (pg_restore) or plain (psql) dump in one transaction with a local client.

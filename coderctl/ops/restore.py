@@ -177,15 +177,9 @@ class _Restore:
         """The local pg_restore reads this archive, checked before anything changes: one that does not (an
         archive of a newer pg_dump, a compression its build lacks) would fail only once Coder is down."""
         try:
-            tool = pgtools.find("pg_restore", why="to restore")
+            tool = pgtools.reader_for(str(self.opts.file), record.pg_dump_version, why="to restore")
         except pgtools.ToolMissing as exc:
-            raise StepFailed(str(exc)) from None
-        reason = pgtools.cannot_read(tool, str(self.opts.file))
-        if reason is not None:
-            made = f" (made by pg_dump {record.pg_dump_version})" if record.pg_dump_version else ""
-            raise StepFailed(f"the local pg_restore {tool.version} cannot read {self.opts.file.name}{made}: "
-                             f"{reason}; install the PostgreSQL client of that version, or restore --via exec; "
-                             "nothing was changed")
+            raise StepFailed(f"{exc}, or restore --via exec; nothing was changed") from None
         return f"{tool.path} {tool.version} reads it"
 
     def target(self, run: Run) -> str:

@@ -81,6 +81,13 @@ def _run(app: App, path: Path, target: DatabaseURL | None, journal: Journal, pro
     with journal.step("manifest") as step:
         record = mf.read(path)
         step.detail = f"{record.format} backup of {record.database} from {record.created_at} via {record.via}"
+        if target is not None and record.format == "custom":
+            try:
+                tool = pgtools.reader_for(str(path), record.pg_dump_version,
+                                          why="to restore into the scratch database")
+            except pgtools.ToolMissing as exc:
+                raise StepFailed(f"{exc}; nothing was read or restored") from None
+            step.detail += f"; {tool.path} {tool.version} reads it"
     full = read_file(path, record.format, progress=progress)
     with journal.step("checksum") as step:
         if full.size != record.size:
