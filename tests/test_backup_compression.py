@@ -209,3 +209,29 @@ def test_verify_restore_to_refuses_an_archive_its_pg_restore_cannot_read_before_
         assert "the local pg_restore 15" in steps[0]["detail"] and "unsupported version (1.16)" in steps[0]["detail"]
         assert "nothing was read or restored" in steps[0]["detail"]
         assert lab.postgres.table_fingerprint(db) == {}
+
+
+@needs_newer
+def test_an_exec_restore_refuses_an_archive_the_pods_pg_restore_cannot_read_before_anything_changes(
+        lab: Lab, tmp_path: Path, pod_with_pg17: Path) -> None:
+    """A backup of pg_dump 17 (archive 1.16, zstd), restored where the pod's client is 15 (a rebuilt older
+    cluster): the pod's pg_restore is asked first, and the restore stops before the confirmation, the safety
+    backup and Coder's scale-down."""
+    with copy_of_coder(lab) as db:
+        use_database(lab, db)
+        r, doc = create(lab, tmp_path / "b")
+        assert r.code == 0, r.output
+        lab.kube.set_exec(*POD, env=bitnami_pod_env(lab.postgres), path_map=bitnami_path_map(lab.postgres))
+        before, replicas = lab.postgres.table_fingerprint(db), deployment_replicas(lab)
+        r = run_cli(*lab.args("-o", "json"), "backup", "restore", str(doc["result"]["file"]), "--yes",
+                    "--output-dir", str(tmp_path / "s"))
+        lab.assert_no_secrets(r.stdout, r.stderr)
+        assert r.code == 1, r.output
+        steps = {step["name"]: step for step in json.loads(r.stdout)["steps"]}
+        assert steps["check"]["status"] == "ok" and steps["target"]["status"] == "failed"
+        detail = steps["target"]["detail"]
+        assert "pg_restore in coder/coder-coder-postgresql-0 cannot read" in detail, detail
+        assert "made by pg_dump 17" in detail and "unsupported version (1.16)" in detail, detail
+        assert "nothing was changed" in detail
+        assert files(tmp_path / "s") == []
+        assert lab.postgres.table_fingerprint(db) == before and deployment_replicas(lab) == replicas

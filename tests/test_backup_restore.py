@@ -30,6 +30,9 @@ from lab.deployment import Lab
 
 pytestmark = pytest.mark.flaky(reruns=2)  # in-process exec: a stream can fail to open under load (tests/conftest.py)
 
+LISTING = 'case "$1" in -l) exec "$REAL_BIN/pg_restore" "$@";; esac\n'
+"""Wrappers that inject a failure into the restore let the pod's `pg_restore -l` (asked before anything changes,
+restore.Restore._pods_pg_restore) through to the real one."""
 CHANGE = ("DELETE FROM workspace_agent_logs; "
           "INSERT INTO licenses (uploaded_at, jwt, exp, uuid) VALUES (now(), 'later', now(), gen_random_uuid())")
 EXTRA_ROW = ('"$REAL_BIN/psql" -X -q -w -U coder -d "$DB" -c "INSERT INTO licenses (uploaded_at, jwt, exp, uuid) '
@@ -81,6 +84,7 @@ def test_restore_round_trip_via_exec(setup: Setup) -> None:
     assert list(steps(doc)) == ["check", "target", "confirm", "safety-backup", "scale-down", "restore",
                                 "row-counts", "scale-up"]
     assert set(steps(doc).values()) == {"ok"}
+    assert "the pod's pg_restore reads it" in next(s["detail"] for s in doc["steps"] if s["name"] == "target")
     assert setup.fingerprint() == setup.backed_up
     assert deployment_replicas(setup.lab) == 1
     safety = Path(doc["result"]["safety_backup"])
@@ -95,6 +99,7 @@ def test_restore_round_trip_via_direct_and_plain(setup: Setup, tmp_path: Path) -
     lab = setup.lab
     r, doc = setup.restore("--via", "direct", "--database-url", lab.postgres.url(database=setup.db))
     assert r.code == 0, r.stderr
+    assert " reads it" in next(s["detail"] for s in doc["steps"] if s["name"] == "check")
     assert setup.fingerprint() == setup.backed_up
     r, plain = create(lab, tmp_path / "plain", "--format", "plain")
     with lab.postgres.connect(database=setup.db) as conn:
@@ -137,8 +142,8 @@ def test_scale_down_forbidden_changes_nothing(setup: Setup) -> None:
 
 
 def test_failed_restore_rolls_back_and_scales_back(setup: Setup, tmp_path: Path) -> None:
-    pod_path_first(setup.lab, wrapper(tmp_path / "bin", "pg_restore",
-                                      'cat >/dev/null; echo "pg_restore: error: injected" >&2; exit 1').parent)
+    failing = LISTING + 'cat >/dev/null; echo "pg_restore: error: injected" >&2; exit 1'
+    pod_path_first(setup.lab, wrapper(tmp_path / "bin", "pg_restore", failing).parent)
     r, doc = setup.restore()
     assert r.code == 1 and "injected" in r.stderr
     s = steps(doc)
@@ -149,7 +154,7 @@ def test_failed_restore_rolls_back_and_scales_back(setup: Setup, tmp_path: Path)
 def _misbehaving_pg_restore(tmp_path: Path, later: str) -> Path:
     """The first run restores and then adds a stray row (row counts go wrong); later runs do `later`."""
     flag = tmp_path / "ran-once"
-    body = (f'for a; do case "$prev" in -d) DB=$a;; esac; prev=$a; done\n'
+    body = (f'{LISTING}for a; do case "$prev" in -d) DB=$a;; esac; prev=$a; done\n'
             f'if [ ! -e "{flag}" ]; then touch "{flag}"; "$REAL_BIN/pg_restore" "$@" || exit $?; {EXTRA_ROW}; '
             f'exit 0; fi\n{later}')
     return wrapper(tmp_path / "bin", "pg_restore", body).parent
@@ -204,8 +209,8 @@ def test_needs_a_person_when_coder_cannot_be_scaled_back(setup: Setup, tmp_path:
 def test_interrupted_restore_is_put_back(setup: Setup, tmp_path: Path) -> None:
     lab = setup.lab
     once = tmp_path / "slept"  # only the interrupted restore sleeps; a safety restore, if one runs, does not
-    pod_path_first(lab, wrapper(tmp_path / "bin", "pg_restore",
-                                f'mkdir {once} 2>/dev/null && sleep 60; exec "$REAL_BIN/pg_restore" "$@"').parent)
+    slow = f'{LISTING}mkdir {once} 2>/dev/null && sleep 60; exec "$REAL_BIN/pg_restore" "$@"'
+    pod_path_first(lab, wrapper(tmp_path / "bin", "pg_restore", slow).parent)
     proc = subprocess.Popen([sys.executable, "-m", "coderctl", *lab.args("-o", "json"), "backup", "restore",
                              str(setup.backup), "--yes", "--output-dir", str(setup.out)], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1", "PYTHONFAULTHANDLER": "1"},

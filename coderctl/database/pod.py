@@ -39,12 +39,15 @@ Sources = Literal["pod", "given"]
 """`pod`: the pod's files and environment too; `given`: only the passwords coderctl sends (a login test)."""
 
 # $1 user, $2 database, $3 sources, $4 to $6 the script's own arguments (saved in A1, A2, A3).
-CREDENTIALS = r"""
+PREAMBLE = r"""
 U=$1 D=$2 M=$3 A1=${4-} A2=${5-} A3=${6-}
 tool() {
   if [ -x "/opt/bitnami/postgresql/bin/$1" ]; then echo "/opt/bitnami/postgresql/bin/$1"
   else command -v "$1" || { echo "coderctl: $1 not found in the pod" >&2; return 127; }; fi
 }
+"""
+
+CREDENTIALS = PREAMBLE + r"""
 S1= S2= N=0
 while IFS= read -r L && [ -n "$L" ]; do
   N=$((N+1)) V=$(printf '%s' "$L" | base64 -d; echo x)
@@ -126,6 +129,18 @@ custom) R=$(tool pg_restore) || exit 127
 *) Q=$(tool psql) || exit 127
   head -c "$A2" | "$Q" -X -q -w -v ON_ERROR_STOP=1 --single-transaction -U "$U" -d "$D" -f - ;;
 esac
+"""
+
+# A1 the length of a custom archive's header and table of contents, which follow the header on stdin: whether
+# the pod's pg_restore reads the archive (its version, its compression), asked before a restore changes
+# anything. No login: the passwords sent are read past, unused.
+READABLE = PREAMBLE + r"""
+while IFS= read -r L && [ -n "$L" ]; do :; done
+R=$(tool pg_restore) || exit 127
+W=$(head -c "$A1" | LC_ALL=C "$R" -l 2>&1 >/dev/null); RC=$?
+[ -z "$W" ] || printf '%s\n' "$W" >&2
+[ "$RC" = 0 ] || exit "$RC"
+case $W in *"does not support compression"*|*"not supported in this installation"*) exit 3 ;; esac
 """
 
 # A1 the SQL's length in bytes; the SQL follows the header on stdin.

@@ -123,6 +123,21 @@ def compression_of(head: bytes | bytearray) -> str | None:
     return "gzip" if int.from_bytes(head[12:12 + int_size], "little") else "none"
 
 
+def toc_length(path: str, limit: int = 64 << 20) -> int | None:
+    """How many bytes of the custom archive at `path` its header and table of contents take (what `pg_restore
+    -l` reads); None when this reader does not read the archive or the TOC does not end within `limit`."""
+    reader = ArchiveReader()
+    with open(path, "rb") as fh:
+        while (chunk := fh.read(64 << 10)) and reader.facts.bytes_read < limit:
+            try:
+                reader.feed(chunk)
+            except ArchiveError:
+                return None
+            if reader.header_done:
+                return reader.toc_end
+    return None
+
+
 class ArchiveError(CoderctlError):
     pass
 
@@ -151,6 +166,8 @@ class ArchiveReader:
         self.version = ""
         self.compression = ""
         self.header_done = False
+        self.toc_end = 0
+        """The offset where the table of contents ends and the data begins."""
         self.blocks = 0
         self._buf = bytearray()
         self._pos = 0
@@ -227,6 +244,7 @@ class ArchiveReader:
     def _parse(self) -> Generator[None, None, None]:
         yield from self._header()
         yield from self._toc()
+        self.toc_end = self._base + self._pos
         self.header_done = True
         while True:
             self._at_boundary = True

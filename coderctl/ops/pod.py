@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from coderctl.context import App
-from coderctl.database.pod import DUMP, RESTORE, PodQueryFailed, Target, credentials_in_pod, error_line, run, target
+from coderctl.database.pod import (
+    DUMP,
+    READABLE,
+    RESTORE,
+    PodQueryFailed,
+    Target,
+    credentials_in_pod,
+    error_line,
+    run,
+    target,
+)
 from coderctl.database.pod import query as _query
 
-__all__ = ["DUMP", "RESTORE", "Target", "credentials_in_pod", "error_line", "query", "run", "target"]
+__all__ = ["DUMP", "READABLE", "RESTORE", "Target", "credentials_in_pod", "error_line", "query", "run", "target"]
 
 
 def query(app: App, t: Target, sql: str) -> list[list[str]]:

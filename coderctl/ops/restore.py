@@ -27,7 +27,7 @@ from coderctl.database.messages import first_error
 from coderctl.database.pod import restore_role_option
 from coderctl.database.roles import database_owner, database_owner_direct
 from coderctl.errors import CoderctlError
-from coderctl.ops import backup, pgtools, pod, tables
+from coderctl.ops import archive, backup, pgtools, pod, tables
 from coderctl.ops import manifest as mf
 from coderctl.ops.files import READ_CHUNK
 from coderctl.ops.journal import Outcome, StepFailed
@@ -187,7 +187,31 @@ class _Restore:
         dep = self.app.kube().get(DEPLOYMENTS, self.app.settings.coder_deployment, self.app.namespace)
         run.state["replicas"] = int((dep.get("spec") or {}).get("replicas", 1))
         run.state["database"], run.state["target"] = db.url.database, db.describe()
-        return f"{db.describe()}; Coder deployment {self.deployment} has {run.state['replicas']} replica(s)"
+        done = f"{db.describe()}; Coder deployment {self.deployment} has {run.state['replicas']} replica(s)"
+        record = mf.read(self.opts.file)
+        if db.target is not None and record.format == "custom":
+            done += f"; {self._pods_pg_restore(db.target, record)}"
+        return done
+
+    def _pods_pg_restore(self, t: pod.Target, record: mf.Manifest) -> str:
+        """The pod's pg_restore reads this archive (`pg_restore -l` on its header and table of contents, sent on
+        stdin), asked before anything changes: a backup of a newer server, or in a compression the pod's build
+        lacks, would fail only once Coder is down."""
+        length = archive.toc_length(str(self.opts.file))
+        if length is None:
+            return "the pod's pg_restore not asked beforehand (an archive version coderctl does not read)"
+        with open(self.opts.file, "rb") as fh:
+            head = fh.read(length)
+        try:
+            result = pod.run(self.app, t, pod.READABLE, str(length), stdout=lambda b: None, stdin=[head])
+        except ExecStreamBroken as exc:
+            raise StepFailed(str(exc)) from None
+        if not result.ok:
+            made = f" (made by pg_dump {record.pg_dump_version})" if record.pg_dump_version else ""
+            raise StepFailed(self.app.redact(
+                f"pg_restore in {t.namespace}/{t.pod} cannot read {self.opts.file.name}{made}: "
+                f"{pod.error_line(result)}; nothing was changed"))
+        return "the pod's pg_restore reads it"
 
     def confirm(self, run: Run) -> str:
         record = mf.read(self.opts.file)
