@@ -146,8 +146,10 @@ def test_malformed_wildcard_url_fails_with_its_code(lab_nginx: LabNginx, lab_ca:
 def test_network_and_dns_checks_run_concurrently(
     lab_nginx: LabNginx, lab_ca: LabCA, lab_dns: LabDNS
 ) -> None:
-    """The run takes at most 1.5 x its slowest check. Everything here is on loopback and CPU-bound in one
-    process, so the best of three runs is taken to keep a busy machine from deciding the outcome."""
+    """The run takes at most 1.5 x its slowest check, or (when the checks take a few tens of milliseconds, and a
+    busy machine's scheduling is most of the difference) at most half the sum of the checks, which one after
+    the other would take. Everything here is on loopback and CPU-bound in one process, so the best of three
+    runs is taken to keep a busy machine from deciding the outcome."""
     args = ["verify", "--only", "network", "--only", "dns", *network_args(lab_nginx, lab_ca, lab_dns)]
     run_json(*args)  # warm up: imports, the CA file, nginx's first worker connections
     ratios = []
@@ -156,9 +158,10 @@ def test_network_and_dns_checks_run_concurrently(
         assert r.code == 0, r.output
         durations = {c["id"]: c["duration_s"] for c in doc["checks"]}
         slowest = max(durations, key=durations.__getitem__)
-        ratios.append(doc["duration_s"] / durations[slowest])
+        ratio, of_sum = doc["duration_s"] / durations[slowest], doc["duration_s"] / sum(durations.values())
+        ratios.append((ratio, of_sum))
         print(f"healthy: run {doc['duration_s']:.3f}s, slowest check {durations[slowest]:.3f}s ({slowest}), "
-              f"sum of checks {sum(durations.values()):.3f}s, ratio {ratios[-1]:.2f}")
-        if ratios[-1] <= 1.5:
+              f"sum of checks {sum(durations.values()):.3f}s, ratio {ratio:.2f}, of the sum {of_sum:.2f}")
+        if ratio <= 1.5 or of_sum <= 0.5:
             break
-    assert min(ratios) <= 1.5, ratios
+    assert any(ratio <= 1.5 or of_sum <= 0.5 for ratio, of_sum in ratios), ratios
