@@ -1,7 +1,8 @@
 """Backup throughput and memory: coderctl next to the commands it replaces, on one generated database.
 
     .venv/bin/python benchmarks/backup.py [--size-mb 200] [--runs 3] [--levels 1,6] [--only direct,exec]
-                                          [--baseline DIR] [--no-verify] [--keep DIR] [--bucket] [--client DIR]
+                                          [--baseline DIR] [--no-verify] [--keep DIR] [--bucket]
+                                          [--client DIR | --server DIR]
 
 Sets up what the tests use (tests/lab): a real PostgreSQL with the Coder-like schema grown to about
 --size-mb of table data, and the fake Kubernetes API whose exec runs commands locally. Then, in one run and
@@ -26,7 +27,8 @@ raw command's (1.00x: as fast). Other work on the machine only ever slows a run 
 and lz4, each passed as is to the raw command and to coderctl's --compress. --client DIR (e.g. .lab/pg17/bin,
 tests/lab/pgclient.py) runs that pg_dump in the pod and as the raw local command; coderctl's --via direct
 would still pick the pg_dump of the server's version (15 in the lab), so with --client only the exec rows
-and the raw pg_dump are measured.
+and the raw pg_dump are measured. --server DIR (e.g. .lab/pg17/bin) runs the lab's PostgreSQL from DIR instead,
+and its pg_dump everywhere: in the pod, as the raw command, and first on coderctl's PATH (a deployment on 17).
 --baseline DIR also times the coderctl package in DIR (e.g. `git archive HEAD coderctl | tar -x -C DIR`) in
 the same rounds, marked [baseline]: a change compared on the same load.
 The table shows how idle the machine's CPUs were during each command's runs (median, from /proc/stat) and
@@ -160,6 +162,8 @@ def main() -> None:
                         help="also back up to a bucket of a local `rclone serve s3` (and its plain upload)")
     parser.add_argument("--client", type=Path, default=None, metavar="DIR",
                         help="pg_dump from DIR (the pod's, and the raw command's), e.g. .lab/pg17/bin")
+    parser.add_argument("--server", type=Path, default=None, metavar="DIR",
+                        help="the lab's PostgreSQL and every pg_dump from DIR, e.g. .lab/pg17/bin")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="coderctl-bench-"))
@@ -167,9 +171,10 @@ def main() -> None:
     ca = trustme.CA()
     levels = [level.strip() for level in args.levels.split(",") if level.strip()]
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    client = args.client.resolve() if args.client else None
+    server = args.server.resolve() if args.server else None
+    client = server or (args.client.resolve() if args.client else None)
     s3 = LabS3(work / "s3").start() if args.bucket else None
-    with LabPostgres() as pg:
+    with LabPostgres(bindir=server) as pg:
         values = lab_values()
         values.update(lab_database_values(pg))
         api = FakeKubeAPI(load_manifests(MANIFESTS, values), tls=ca)
@@ -183,13 +188,13 @@ def main() -> None:
             print("fixed costs, on the small seed database:", flush=True)
             seed = pg.data_size()
             fixed, fixed_pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only,
-                                         args.baseline, client)
+                                         args.baseline, client, server is not None)
             t = time.perf_counter()
             data = pg.generate(args.size_mb * 1_000_000)
             print(f"generated {data / 1e6:.0f} MB of table data in {time.perf_counter() - t:.0f}s "
                   f"(PostgreSQL {pg.version})", flush=True)
             rows, pairs = measure(pg, kubeconfig, work, args.runs, levels, args.no_verify, s3, only, args.baseline,
-                                  client)
+                                  client, server is not None)
         finally:
             api.stop()
             if s3 is not None:
@@ -202,12 +207,13 @@ def main() -> None:
 
 def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: list[str],
             no_verify: bool, s3: LabS3 | None = None, only: set[str] | None = None,
-            baseline: Path | None = None, client: Path | None = None) -> tuple[list[Row], dict[str, str]]:
+            baseline: Path | None = None, client: Path | None = None,
+            own_server: bool = False) -> tuple[list[Row], dict[str, str]]:
     """Rows of timings, and which raw command each coderctl row is compared with."""
     only = only if only is not None else {"direct", "exec"}
     pg_env = {**os.environ, **pg.env()}
     pg_dump = str((client or pg.bindir) / "pg_dump")
-    coderctl_direct = "direct" in only and client is None
+    coderctl_direct = "direct" in only and (client is None or own_server)
     coderctl = [sys.executable, "-m", "coderctl", "--kubeconfig", str(kubeconfig), "--timeout", "10"]
     # bytecode cached, as an installed package has it (with PYTHONDONTWRITEBYTECODE, as this machine's shell sets,
     # coderctl would be compiled from source on every run: about 0.07 s that no installed coderctl spends)
@@ -215,6 +221,8 @@ def measure(pg: LabPostgres, kubeconfig: Path, work: Path, runs: int, levels: li
            "PYTHONPYCACHEPREFIX": str(work / "pycache")}
     env.pop("KUBECONFIG", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if own_server and client is not None:
+        env["PATH"] = f"{client}:{env['PATH']}"  # coderctl's local pg_dump for the 17 server
     versions: list[tuple[str, dict[str, str], Path | None]] = [("", env, None)]
     if baseline is not None:
         where = baseline.resolve()

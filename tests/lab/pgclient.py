@@ -1,16 +1,18 @@
-"""A newer PostgreSQL client (pg_dump, pg_restore, psql 17, built with lz4 and zstd) beside the lab's server.
+"""PostgreSQL 17 (server and client, built with lz4 and zstd) beside the lab's PostgreSQL 15.
 
 Debian 12 has PostgreSQL 15, whose pg_dump compresses with zlib only; pg_dump 16 and newer also write lz4 and
-zstd archives, which is what a deployment on PostgreSQL 16 or 17 makes. No Debian 12 package has that
-client, so the lab takes Debian 13's: the packages are fetched from the Debian archive (found through its
-Packages index, so a point release does not break the download), unpacked (dpkg -x) into a directory and run
-with Debian 13's own C library through its dynamic loader (`ld-linux-x86-64.so.2 --library-path`), the
-system's libraries filling in the rest. Nothing is installed on the system.
+zstd archives, which is what a deployment on PostgreSQL 16 or 17 makes. No Debian 12 package has them, so the
+lab takes Debian 13's: the packages are fetched from the Debian archive (found through its Packages index, so a
+point release does not break the download) and unpacked (dpkg-deb -x) into a directory. Their programs are
+then pointed at Debian 13's own C library and the unpacked libraries (patchelf: the loader, and an RPATH that
+also serves the libraries they load), the system's libraries filling in the rest. Nothing is installed on the
+system.
 
-    python tests/lab/pgclient.py fetch DIR     # .ci/run does this; DIR/bin then holds the wrappers
+    python tests/lab/pgclient.py fetch DIR     # .ci/run does this (DIR/bin then holds the programs)
 
-The tests find the client through CODERCTL_LAB_PG_CLIENT (DIR/bin), or in .lab/pg17/bin of the checkout.
-pg_dump 17 dumps the lab's PostgreSQL 15 server: compression is the client's business.
+The tests find it through CODERCTL_LAB_PG_CLIENT (a bin directory), or in .lab/pg17/bin of the checkout.
+pg_dump 17 also dumps the lab's PostgreSQL 15 server (compression is the client's business), and
+`LabPostgres(bindir=...)` runs a 17 server.
 """
 
 from __future__ import annotations
@@ -26,23 +28,23 @@ from pathlib import Path
 
 ARCHIVE = "http://deb.debian.org/debian"
 SUITE = "trixie"
-PACKAGES = ("postgresql-client-17", "libpq5", "libc6", "libzstd1", "libldap2", "liblz4-1")
-TOOLS = ("pg_dump", "pg_restore", "psql")
+PACKAGES = ("postgresql-17", "postgresql-client-17", "libpq5", "libc6", "libzstd1", "libldap2", "liblz4-1",
+            "libicu76", "libxml2", "libssl3t64", "libstdc++6", "libgcc-s1")
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".lab" / "pg17"
 LIBDIR = "usr/lib/x86_64-linux-gnu"
+PGDIR = "usr/lib/postgresql/17"
 
 
 def bindir() -> Path | None:
-    """The wrappers' directory when the client is there and runs, else None."""
+    """The programs' directory when they are there and run, else None."""
     given = os.environ.get("CODERCTL_LAB_PG_CLIENT")
     where = Path(given) if given else DEFAULT_DIR / "bin"
-    pg_dump = where / "pg_dump"
-    return where if pg_dump.exists() and _runs(pg_dump) else None
+    return where if (where / "pg_dump").exists() and _runs(where / "pg_dump") else None
 
 
 def _index() -> dict[str, dict[str, str]]:
     url = f"{ARCHIVE}/dists/{SUITE}/main/binary-amd64/Packages.xz"
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (a fixed https/http URL)
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (a fixed URL)
         text = lzma.decompress(response.read()).decode("utf-8", "replace")
     packages: dict[str, dict[str, str]] = {}
     for stanza in text.split("\n\n"):
@@ -57,12 +59,16 @@ def _index() -> dict[str, dict[str, str]]:
 
 
 def fetch(dest: Path) -> Path:
-    """Download and unpack the client into `dest`; the wrappers' directory."""
+    """Download, unpack and point the programs at their libraries; the programs' directory (DIR/bin)."""
     if os.uname().machine != "x86_64":
         raise SystemExit(f"pgclient: only x86_64 is set up (this machine: {os.uname().machine})")
+    patchelf = shutil.which("patchelf")
+    if patchelf is None:
+        raise SystemExit("pgclient: patchelf is needed (apt-get install patchelf)")
     index = _index()
     root = dest / "root"
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     staging = Path(tempfile.mkdtemp(prefix="pgclient-"))
     try:
         for name in PACKAGES:
@@ -74,21 +80,29 @@ def fetch(dest: Path) -> Path:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    loader = root / LIBDIR / "ld-linux-x86-64.so.2"
+    search = f"{root / LIBDIR}:{root / PGDIR / 'lib'}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu"
+    for program in (root / PGDIR / "bin").iterdir():
+        if program.is_file() and not program.is_symlink() and program.read_bytes()[:4] == b"\x7fELF":
+            subprocess.run([patchelf, "--set-interpreter", str(loader), "--remove-rpath", str(program)], check=True)
+            subprocess.run([patchelf, "--force-rpath", "--set-rpath", search, str(program)], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)  # the lab's server runs as `postgres`
     bins = dest / "bin"
-    bins.mkdir(parents=True, exist_ok=True)
-    libs = f"{root / LIBDIR}:/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu"
-    for tool in TOOLS:
-        wrapper = bins / tool
-        wrapper.write_text(f'#!/bin/sh\nexec "{root / LIBDIR}/ld-linux-x86-64.so.2" --library-path "{libs}" '
-                           f'"{root}/usr/lib/postgresql/17/bin/{tool}" "$@"\n')
-        wrapper.chmod(0o755)
-    if not _runs(bins / "pg_dump"):
-        raise SystemExit("pgclient: the unpacked pg_dump does not run")
+    if bins.is_symlink() or bins.is_file():
+        bins.unlink()
+    elif bins.exists():
+        shutil.rmtree(bins)
+    bins.symlink_to(root / PGDIR / "bin")
+    if not _runs(bins / "pg_dump") or not _runs(bins / "postgres"):
+        raise SystemExit("pgclient: the unpacked programs do not run")
     return bins
 
 
-def _runs(pg_dump: Path) -> bool:
-    out = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, check=False)
+def _runs(program: Path) -> bool:
+    try:
+        out = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except OSError:
+        return False
     return out.returncode == 0 and "(PostgreSQL) 17" in out.stdout
 
 
@@ -96,4 +110,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "fetch":
         raise SystemExit("usage: python tests/lab/pgclient.py fetch DIR")
     where = fetch(Path(sys.argv[2]).resolve())
-    print(f"pg_dump 17 with lz4 and zstd: {where}")
+    print(f"PostgreSQL 17 with lz4 and zstd: {where}")

@@ -75,10 +75,12 @@ class LabPostgres:
 
     host = "127.0.0.1"
 
-    def __init__(self, admin_password: str | None = None, user_password: str | None = None) -> None:
+    def __init__(self, admin_password: str | None = None, user_password: str | None = None,
+                 bindir: Path | None = None) -> None:
         self.admin_password = admin_password or random_password()
         self.user_password = user_password or random_password()
-        self.bindir = find_bindir()
+        self.bindir = bindir or find_bindir()
+        """The server's programs: the installed ones, or another version's (lab/pgclient.py: 17)."""
         self.port = 0
         self.version = ""
         self.root: Path | None = None
